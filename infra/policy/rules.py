@@ -1,0 +1,166 @@
+"""Mandatory policies: what must never be exposed, deleted or written in clear text."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import re
+from collections.abc import Callable
+from typing import Any
+
+from pulumi_policy import EnforcementLevel, ReportViolation, ResourceValidationPolicy
+
+REDIS_PORT = 6379
+WEB_PORTS = {"80", "443"}
+SECRET_ENV = re.compile(r"(PASSWORD|SECRET|TOKEN|USERS|ACCESS_KEY)", re.IGNORECASE)
+
+FIREWALL = "hcloud:index/firewall:Firewall"
+CONTAINER = "docker:index/container:Container"
+ACL = "tailscale:index/acl:Acl"
+BUCKET = "cloudflare:index/r2Bucket:R2Bucket"
+GPU_HOST = "comfy:workshop:GpuHost"
+
+# Resource type -> the properties that hold credentials and must be secret outputs.
+SECRET_PROPS: dict[str, tuple[str, ...]] = {
+    "hcloud:index/server:Server": ("userData",),
+    "command:remote:Command": ("stdin",),
+    "tailscale:index/tailnetKey:TailnetKey": ("key",),
+    "cloudflare:index/apiToken:ApiToken": ("value",),
+}
+
+
+def port_spec_covers(spec: str | None, port: int) -> bool:
+    """Does a port spec ("80", "1-65535", "any", "*", "22,80-90", None=all) include `port`?"""
+    if spec is None or str(spec).strip() in ("", "*", "any"):
+        return True
+    for part in str(spec).split(","):
+        part = part.strip()
+        if "-" in part:
+            lo, hi = part.split("-", 1)
+            if int(lo) <= port <= int(hi):
+                return True
+        elif part.isdigit() and int(part) == port:
+            return True
+    return False
+
+
+def _is_world(cidr: str) -> bool:
+    try:
+        return ipaddress.ip_network(cidr, strict=False).prefixlen == 0
+    except ValueError:
+        return False
+
+
+def _rules(props: dict[str, Any]) -> list[dict[str, Any]]:
+    return [r for r in props.get("rules") or [] if isinstance(r, dict)]
+
+
+def validate_firewall_world(args: Any, report: ReportViolation) -> None:
+    if args.resource_type != FIREWALL:
+        return
+    for rule in _rules(args.props):
+        if rule.get("direction", "in") != "in":
+            continue
+        world = any(_is_world(c) for c in rule.get("sourceIps") or [])
+        web = rule.get("protocol") == "tcp" and str(rule.get("port")) in WEB_PORTS
+        if world and not web:
+            report(
+                f"firewall rule opens {rule.get('protocol')}/{rule.get('port')} to the "
+                "world; only tcp 80 and 443 may be"
+            )
+
+
+def _acl_dst_port(dst: str) -> str:
+    # "tag:comfy-vps:8000", "*:*", "100.64.0.1:22", "group:x:0-100,200"
+    return dst.rsplit(":", 1)[1] if ":" in dst else "*"
+
+
+def validate_no_redis(args: Any, report: ReportViolation) -> None:
+    if args.resource_type == FIREWALL:
+        for rule in _rules(args.props):
+            if rule.get("protocol") in ("tcp", None) and port_spec_covers(rule.get("port"), 6379):
+                report(f"firewall rule {rule.get('port')!r} covers the Redis port {REDIS_PORT}")
+    elif args.resource_type == CONTAINER:
+        image = str(args.props.get("image", "")) + str(args.props.get("name", ""))
+        for port in args.props.get("ports") or []:
+            if port.get("internal") == REDIS_PORT or port.get("external") == REDIS_PORT:
+                report(f"container {args.name} publishes the Redis port")
+            elif "redis" in image:
+                report(f"the Redis container {args.name} must not publish any port")
+    elif args.resource_type == ACL:
+        try:
+            doc = json.loads(args.props.get("acl") or "{}")
+        except json.JSONDecodeError:
+            report("tailnet ACL is not JSON (HuJSON comments are not allowed here)")
+            return
+        for rule in doc.get("acls", []):
+            for dst in rule.get("dst", []):
+                if port_spec_covers(_acl_dst_port(dst), REDIS_PORT):
+                    report(f"tailnet rule {rule.get('src')} -> {dst} reaches the Redis port")
+        for grant in doc.get("grants", []):
+            for ip in grant.get("ip", ["*"]):
+                if port_spec_covers(ip.split(":")[-1], REDIS_PORT):
+                    report(f"tailnet grant {grant.get('src')} -> {ip} reaches the Redis port")
+
+
+def validate_buckets_retained(args: Any, report: ReportViolation) -> None:
+    if args.resource_type == BUCKET and not args.opts.protect:
+        report(f"bucket {args.props.get('name')} must be protected (and retained on delete)")
+
+
+def validate_secrets(args: Any, report: ReportViolation) -> None:
+    declared = set(args.opts.additional_secret_outputs or [])
+    for prop in SECRET_PROPS.get(args.resource_type, ()):
+        if args.props.get(prop) is not None and prop not in declared:
+            report(f"{args.resource_type} {args.name}: '{prop}' must be a secret output")
+    if args.resource_type == CONTAINER:
+        envs = args.props.get("envs") or []
+        names = [e.split("=", 1)[0] for e in envs if isinstance(e, str)]
+        if any(SECRET_ENV.search(n) for n in names) and "envs" not in declared:
+            report(f"container {args.name} carries credentials in 'envs' that are not secret")
+
+
+def validate_gpu_idle(args: Any, report: ReportViolation) -> None:
+    labels = args.props.get("labels") or {}
+    is_gpu = args.resource_type == GPU_HOST or (
+        isinstance(labels, dict) and labels.get("role") == "gpu"
+    )
+    if not is_gpu:
+        return
+    idle = args.props.get(
+        "idleMinutes", labels.get("idle-minutes") if isinstance(labels, dict) else None
+    )
+    try:
+        ok = idle is not None and int(idle) > 0
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        report(f"GPU host {args.name} has no idle limit (idleMinutes > 0)")
+
+
+def _policy(name: str, description: str, fn: Callable[[Any, ReportViolation], None]):
+    return ResourceValidationPolicy(
+        name=name,
+        description=description,
+        validate=fn,
+        enforcement_level=EnforcementLevel.MANDATORY,
+    )
+
+
+POLICIES = [
+    _policy(
+        "firewall-only-web-to-world",
+        "Only tcp 80/443 are open to the world.",
+        validate_firewall_world,
+    ),
+    _policy(
+        "redis-never-exposed",
+        "No firewall, container port or tailnet rule reaches Redis.",
+        validate_no_redis,
+    ),
+    _policy(
+        "buckets-retained", "R2 buckets are protected and retained.", validate_buckets_retained
+    ),
+    _policy("secrets-are-secrets", "Credentials are declared as secret outputs.", validate_secrets),
+    _policy("gpu-idle-limit", "Every GPU host carries an idle limit.", validate_gpu_idle),
+]

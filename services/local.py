@@ -1,0 +1,100 @@
+"""Run the whole platform on one machine, on embedded defaults: ``python -m services.local``.
+
+A private Redis-compatible server keeps its append-only file under ``data/redis``, the
+credentials are generated once into ``data/credentials.json`` (mode 0600), and the services
+run in this process on loopback. Stop with Ctrl-C; start again and everything is still there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import secrets
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+
+from services.local_redis import LocalRedis
+from services.queue.app import create_app
+from services.queue.settings import QueueSettings
+from services.serving import EmbeddedServer, start_server
+
+
+def load_credentials(path: Path, participants: int) -> dict[str, Any]:
+    """Create the local secrets on first run; keep them (and add participants) afterwards."""
+    creds: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {}
+    creds.setdefault("token_secret", secrets.token_urlsafe(48))
+    creds.setdefault("admin_password", secrets.token_urlsafe(12))
+    creds.setdefault("worker_tokens", {"local-gpu": "cqw_" + secrets.token_urlsafe(32)})
+    users = creds.setdefault("participants", {})
+    for n in range(1, participants + 1):
+        users.setdefault(f"user{n:03d}", secrets.token_urlsafe(9))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        json.dump(creds, out, indent=2)
+    return creds
+
+
+def queue_settings(creds: dict[str, Any], redis_url: str) -> QueueSettings:
+    return QueueSettings(
+        redis_url=redis_url,
+        token_secret=creds["token_secret"],
+        admin_password=creds["admin_password"],
+        users={uid: {"password": pw} for uid, pw in creds["participants"].items()},
+        worker_tokens=creds["worker_tokens"],
+    )
+
+
+def print_banner(creds: dict[str, Any], queue_url: str, data_dir: Path) -> None:
+    lines = [
+        "",
+        "ComfyUI workshop platform, local mode",
+        f"  data directory   {data_dir}",
+        f"  queue API        {queue_url}/api/   (docs: {queue_url}/api/docs)",
+        f"  admin            admin / {creds['admin_password']}",
+        "  participants     " + ", ".join(f"{u} / {p}" for u, p in creds["participants"].items()),
+        "  worker tokens    "
+        + ", ".join(f"{n}: {t}" for n, t in creds["worker_tokens"].items()),
+        f"  (all of this is in {data_dir / 'credentials.json'})",
+        "Ctrl-C stops everything; the data stays.",
+        "",
+    ]
+    print("\n".join(lines), flush=True)
+
+
+async def serve(args: argparse.Namespace, creds: dict[str, Any], redis_url: str) -> None:
+    app = create_app(queue_settings(creds, redis_url))
+    server = EmbeddedServer(
+        uvicorn.Config(app, host=args.host, port=args.port, log_level="warning")
+    )
+    task = await start_server(server)
+    print_banner(creds, f"http://{args.host}:{args.port}", args.data_dir)
+    await task  # returns on Ctrl-C or SIGTERM
+
+
+def run(args: argparse.Namespace) -> None:
+    data_dir = args.data_dir = Path(args.data_dir).resolve()
+    creds = load_credentials(data_dir / "credentials.json", args.participants)
+    redis_server = LocalRedis(data_dir=data_dir / "redis", port=args.redis_port).start()
+    try:
+        asyncio.run(serve(args, creds, redis_server.url))
+    finally:
+        redis_server.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data-dir", default=os.environ.get("COMFY_DATA_DIR", "data"))
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--redis-port", type=int, default=0, help="0 picks a free port")
+    parser.add_argument("--participants", type=int, default=5)
+    run(parser.parse_args())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,86 @@
+"""Participants' job API: submit, list, read and cancel their own jobs."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, HTTPException, Query, status
+
+from services.queue.api.deps import Auth, Metrics, Settings, Store
+from services.queue.auth import Person
+from services.queue.graph import GraphError, validate_workflow
+from services.queue.models import Job, JobWithWorkflow, SubmitRequest
+from services.queue.settings import ROLE_LEVEL
+from services.queue.store import JobFinished, JobNotFound, QueueFull
+
+router = APIRouter(prefix="/api/jobs", tags=["jobs"])
+
+
+@router.post("", status_code=status.HTTP_201_CREATED, response_model=Job)
+async def submit_job(
+    body: SubmitRequest,
+    who: Person,
+    store: Store,
+    auth: Auth,
+    settings: Settings,
+    metrics: Metrics,
+) -> Job:
+    """Queue an API-format workflow for the caller (admins may name another user)."""
+    try:
+        validate_workflow(body.workflow)
+    except GraphError as exc:
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, f"invalid workflow: {exc}") from exc
+    user, level = who.id, who.level
+    if body.user is not None and body.user != who.id:
+        if not who.is_admin:
+            raise HTTPException(status.HTTP_403_FORBIDDEN, "only admins may submit for others")
+        record = await auth.get_user(body.user)
+        if record is None:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, f"unknown user {body.user!r}")
+        user, level = body.user, ROLE_LEVEL[record[1]]
+    meta = {"client_id": body.client_id, "extra_data": body.extra_data}
+    try:
+        return await store.submit(user, level, body.workflow, meta)
+    except QueueFull as exc:
+        metrics.requests_rejected.labels("queued_limit").inc()
+        raise HTTPException(
+            status.HTTP_429_TOO_MANY_REQUESTS,
+            f"{user} already has {exc.queued} queued jobs (limit "
+            f"{settings.max_queued_per_user}); wait for some to finish or cancel one",
+        ) from exc
+
+
+@router.get("", response_model=list[Job])
+async def list_jobs(
+    who: Person, store: Store, limit: int = Query(default=50, ge=1, le=500)
+) -> list[Job]:
+    """The caller's recent jobs, newest first."""
+    return await store.list_jobs(who.id, limit)
+
+
+@router.get("/{job_id}", response_model=JobWithWorkflow, response_model_exclude_none=True)
+async def get_job(
+    job_id: str, who: Person, store: Store, workflow: bool = False
+) -> JobWithWorkflow:
+    job = await store.get(job_id, None if who.is_admin else who.id)
+    if job is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no job {job_id!r}")
+    out = JobWithWorkflow(**job.model_dump())
+    if workflow:
+        out.workflow = await store.get_workflow(job_id)
+    return out
+
+
+@router.post("/{job_id}/cancel", response_model=Job)
+async def cancel_job(job_id: str, who: Person, store: Store) -> Job:
+    """A queued job is cancelled at once; a running one is stopped by its worker shortly."""
+    try:
+        await store.cancel(job_id, None if who.is_admin else who.id)
+    except JobNotFound as exc:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no job {job_id!r}") from exc
+    except JobFinished as exc:
+        raise HTTPException(
+            status.HTTP_409_CONFLICT, f"job {job_id!r} already ended ({exc.state})"
+        ) from exc
+    job = await store.get(job_id)
+    if job is None:  # expired between the two calls
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no job {job_id!r}")
+    return job

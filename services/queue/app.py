@@ -1,0 +1,106 @@
+"""The queue service: FastAPI app factory, lifespan, error shapes."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+import structlog
+from fastapi import FastAPI, Request, status
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from services.queue.api import admin, jobs, ops, workers
+from services.queue.auth import Authenticator
+from services.queue.events import EventHub
+from services.queue.limits import BodySizeLimit
+from services.queue.logging import configure_logging
+from services.queue.metrics import QueueMetrics
+from services.queue.settings import QueueSettings
+from services.queue.store import JobStore
+
+log = structlog.get_logger(__name__)
+
+
+async def _reap_forever(store: JobStore, interval_s: float) -> None:
+    """Expired leases are handled by every replica; the Lua script makes that safe."""
+    while True:
+        try:
+            for job_id, state in await store.reap():
+                log.warning("lease expired", job=job_id, now=state)
+        except (RedisError, OSError) as exc:
+            log.warning("reaper could not reach redis", error=str(exc))
+        await asyncio.sleep(interval_s)
+
+
+def _validation_message(exc: RequestValidationError) -> str:
+    parts = []
+    for err in exc.errors():
+        if err.get("type") == "json_invalid":
+            return "request body is not valid JSON"
+        where = ".".join(str(p) for p in err.get("loc", ()) if p != "body")
+        parts.append(f"{where or 'body'}: {err.get('msg')}")
+    return "; ".join(parts) or "invalid request"
+
+
+def create_app(settings: QueueSettings | None = None) -> FastAPI:
+    """Build the app; settings default to the QUEUE_* environment."""
+    settings = settings or QueueSettings()  # type: ignore[call-arg]
+    configure_logging()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        redis = Redis.from_url(settings.redis_url, health_check_interval=30)
+        store = JobStore(redis, settings)
+        auth = Authenticator(redis, settings)
+        hub = EventHub(Redis.from_url(settings.redis_url), store.key("events"))
+        await auth.seed()
+        await hub.start()
+        app.state.settings = settings
+        app.state.store = store
+        app.state.auth = auth
+        app.state.hub = hub
+        app.state.metrics = QueueMetrics()
+        reaper = asyncio.create_task(_reap_forever(store, settings.reap_interval_s))
+        log.info("queue service started", mode=settings.mode, redis=settings.redis_url)
+        try:
+            yield
+        finally:
+            reaper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reaper
+            await hub.stop()
+            await hub.redis.aclose()
+            await redis.aclose()
+
+    app = FastAPI(
+        title="ComfyUI workshop queue",
+        version="0.1.0",
+        openapi_url="/api/openapi.json",
+        docs_url="/api/docs",
+        redoc_url=None,
+        lifespan=lifespan,
+    )
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+
+    @app.exception_handler(RequestValidationError)
+    async def _bad_request(_: Request, exc: RequestValidationError) -> JSONResponse:
+        message = _validation_message(exc)
+        code = (
+            status.HTTP_400_BAD_REQUEST
+            if message == "request body is not valid JSON"
+            else status.HTTP_422_UNPROCESSABLE_CONTENT
+        )
+        return JSONResponse({"detail": message}, status_code=code)
+
+    @app.exception_handler(RedisError)
+    async def _redis_down(_: Request, exc: RedisError) -> JSONResponse:
+        log.error("redis error", error=str(exc))
+        return JSONResponse({"detail": "queue storage unavailable, try again"}, status_code=503)
+
+    for module in (ops, jobs, workers, admin):
+        app.include_router(module.router)
+    return app

@@ -1,0 +1,257 @@
+"""Who is calling: participants and admins (passwords, then signed tokens), and workers
+(one opaque token each, stored only as its SHA-256).
+
+Password checks use argon2id (bcrypt hashes, as Pulumi's random provider makes them, are
+accepted too) and run in a thread: they are deliberately slow. Every later request carries a
+short-lived HS256 token, which costs microseconds to verify.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import hashlib
+import secrets
+import time
+from dataclasses import dataclass
+from typing import Annotated
+
+import argon2
+import bcrypt
+import jwt
+from fastapi import Depends, HTTPException, Request, WebSocket, status
+from redis.asyncio import Redis
+
+from services.queue.settings import ROLE_LEVEL, QueueSettings, Role
+
+_hasher = argon2.PasswordHasher()
+_WORKER_CACHE_S = 10.0
+
+
+@dataclass(frozen=True)
+class Principal:
+    """An authenticated caller."""
+
+    id: str
+    role: Role | None  # None for workers
+    is_worker: bool = False
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role is Role.ADMIN
+
+    @property
+    def level(self) -> int:
+        return ROLE_LEVEL[self.role] if self.role else 0
+
+
+def hash_password(password: str) -> str:
+    return _hasher.hash(password)
+
+
+def verify_password(stored_hash: str, password: str) -> bool:
+    """Check a password against an argon2 or bcrypt hash; never raises on a mismatch."""
+    if stored_hash.startswith("$2"):
+        try:
+            return bcrypt.checkpw(password.encode(), stored_hash.encode())
+        except ValueError:
+            return False
+    try:
+        return _hasher.verify(stored_hash, password)
+    except (argon2.exceptions.VerificationError, argon2.exceptions.InvalidHashError):
+        return False
+
+
+def _unauthorized(detail: str) -> HTTPException:
+    return HTTPException(
+        status.HTTP_401_UNAUTHORIZED, detail, headers={"WWW-Authenticate": "Bearer"}
+    )
+
+
+class Authenticator:
+    """Users and worker tokens live in Redis so every replica sees the same ones."""
+
+    def __init__(self, redis: Redis, settings: QueueSettings) -> None:
+        self.redis = redis
+        self.settings = settings
+        self._secret = settings.token_secret.get_secret_value()
+        self._worker_cache: dict[str, tuple[str | None, float]] = {}
+        self._users_key = settings.key_prefix + "users"
+        self._wtokens_key = settings.key_prefix + "wtokens"
+
+    # -- setup --------------------------------------------------------------------------
+    async def seed(self) -> None:
+        """Install the users and worker tokens declared in configuration."""
+        admin = self.settings.admin_password.get_secret_value()
+        if not await self._password_matches("admin", admin):
+            await self.set_user("admin", await asyncio.to_thread(hash_password, admin), Role.ADMIN)
+        for uid, seed in self.settings.users.items():
+            if seed.password_hash is not None:
+                await self.set_user(uid, seed.password_hash, seed.role)
+            elif seed.password is not None:
+                plain = seed.password.get_secret_value()
+                if not await self._password_matches(uid, plain):
+                    hashed = await asyncio.to_thread(hash_password, plain)
+                    await self.set_user(uid, hashed, seed.role)
+        for name, token in self.settings.worker_tokens.items():
+            await self.add_worker_token(name, token.get_secret_value())
+
+    async def _password_matches(self, uid: str, password: str) -> bool:
+        record = await self.get_user(uid)
+        return record is not None and await asyncio.to_thread(
+            verify_password, record[0], password
+        )
+
+    # -- users --------------------------------------------------------------------------
+    async def set_user(self, uid: str, password_hash: str, role: Role) -> None:
+        await self.redis.hset(self._users_key, uid, f"{role.value} {password_hash}")
+
+    async def get_user(self, uid: str) -> tuple[str, Role] | None:
+        raw = await self.redis.hget(self._users_key, uid)
+        if raw is None:
+            return None
+        role, password_hash = raw.decode().split(" ", 1)
+        return password_hash, Role(role)
+
+    async def list_users(self) -> dict[str, Role]:
+        raw = await self.redis.hgetall(self._users_key)
+        return {k.decode(): Role(v.decode().split(" ", 1)[0]) for k, v in raw.items()}
+
+    async def delete_user(self, uid: str) -> bool:
+        return bool(await self.redis.hdel(self._users_key, uid))
+
+    async def login(self, uid: str, password: str) -> tuple[str, Role]:
+        """Check a password and issue a signed token; 401 with the same text either way."""
+        record = await self.get_user(uid)
+        # Hash even for unknown users so timing does not reveal who exists.
+        stored = record[0] if record else _DUMMY_HASH
+        ok = await asyncio.to_thread(verify_password, stored, password)
+        if record is None or not ok:
+            raise _unauthorized("wrong username or password")
+        return self.issue_token(uid, record[1]), record[1]
+
+    def issue_token(self, uid: str, role: Role) -> str:
+        now = int(time.time())
+        ttl = self.settings.token_ttl_s
+        claims = {"sub": uid, "role": role.value, "iat": now, "exp": now + ttl}
+        return jwt.encode(claims, self._secret, algorithm="HS256")
+
+    # -- workers ------------------------------------------------------------------------
+    async def add_worker_token(self, name: str, token: str) -> None:
+        digest = hashlib.sha256(token.encode()).hexdigest()
+        async with self.redis.pipeline(transaction=True) as pipe:
+            # One token per name: drop the name's old token first.
+            for old_digest, old_name in (await self.redis.hgetall(self._wtokens_key)).items():
+                if old_name.decode() == name and old_digest.decode() != digest:
+                    pipe.hdel(self._wtokens_key, old_digest)
+            pipe.hset(self._wtokens_key, digest, name)
+            await pipe.execute()
+
+    async def create_worker_token(self, name: str) -> str:
+        token = "cqw_" + secrets.token_urlsafe(32)
+        await self.add_worker_token(name, token)
+        return token
+
+    async def revoke_worker_token(self, name: str) -> bool:
+        removed = False
+        for digest, owner in (await self.redis.hgetall(self._wtokens_key)).items():
+            if owner.decode() == name:
+                await self.redis.hdel(self._wtokens_key, digest)
+                removed = True
+        self._worker_cache.clear()
+        return removed
+
+    async def _worker_name(self, token: str) -> str | None:
+        """Look a worker token up; answers are cached briefly since workers call often."""
+        digest = hashlib.sha256(token.encode()).hexdigest()
+        cached = self._worker_cache.get(digest)
+        now = time.monotonic()
+        if cached and cached[1] > now:
+            return cached[0]
+        raw = await self.redis.hget(self._wtokens_key, digest)
+        name = raw.decode() if raw is not None else None
+        self._worker_cache[digest] = (name, now + _WORKER_CACHE_S)
+        return name
+
+    # -- per request --------------------------------------------------------------------
+    async def authenticate(self, authorization: str | None, query_token: str | None) -> Principal:
+        """Resolve an Authorization header (Bearer or Basic), or a ?token= for WebSockets."""
+        if authorization:
+            scheme, _, credentials = authorization.partition(" ")
+            scheme = scheme.lower()
+            if scheme == "bearer":
+                return await self._bearer(credentials.strip())
+            if scheme == "basic":
+                return await self._basic(credentials.strip())
+            raise _unauthorized(f"unsupported authorization scheme {scheme!r}")
+        if query_token:
+            return await self._bearer(query_token)
+        raise _unauthorized("authentication required: send 'Authorization: Bearer <token>'")
+
+    async def _bearer(self, token: str) -> Principal:
+        if token.startswith("cqw_"):
+            name = await self._worker_name(token)
+            if name is None:
+                raise _unauthorized("unknown or revoked worker token")
+            return Principal(id=name, role=None, is_worker=True)
+        try:
+            claims = jwt.decode(token, self._secret, algorithms=["HS256"])
+        except jwt.ExpiredSignatureError as exc:
+            raise _unauthorized("token expired: log in again at /api/auth/token") from exc
+        except jwt.InvalidTokenError as exc:
+            raise _unauthorized("invalid token") from exc
+        return Principal(id=claims["sub"], role=Role(claims["role"]))
+
+    async def _basic(self, credentials: str) -> Principal:
+        try:
+            uid, _, password = base64.b64decode(credentials).decode().partition(":")
+        except (binascii.Error, UnicodeDecodeError) as exc:
+            raise _unauthorized("malformed basic credentials") from exc
+        record = await self.get_user(uid)
+        if record is None or not await asyncio.to_thread(verify_password, record[0], password):
+            raise _unauthorized("wrong username or password")
+        return Principal(id=uid, role=record[1])
+
+
+_DUMMY_HASH = hash_password(secrets.token_hex(8))
+
+
+async def _authenticator(request: Request) -> Authenticator:
+    return request.app.state.auth  # type: ignore[no-any-return]
+
+
+async def current_principal(
+    request: Request, auth: Annotated[Authenticator, Depends(_authenticator)]
+) -> Principal:
+    return await auth.authenticate(request.headers.get("authorization"), None)
+
+
+async def require_person(principal: Annotated[Principal, Depends(current_principal)]) -> Principal:
+    if principal.is_worker:
+        raise HTTPException(status.HTTP_403_FORBIDDEN, "worker tokens may not use this endpoint")
+    return principal
+
+
+async def require_admin(principal: Annotated[Principal, Depends(current_principal)]) -> Principal:
+    if not principal.is_admin:
+        raise HTTPException(status.HTTP_403_FORBIDDEN, "admin only")
+    return principal
+
+
+async def require_worker(principal: Annotated[Principal, Depends(current_principal)]) -> Principal:
+    if not principal.is_worker:
+        raise HTTPException(status.HTTP_403_FORBIDDEN, "worker token required")
+    return principal
+
+
+async def websocket_principal(websocket: WebSocket) -> Principal:
+    auth: Authenticator = websocket.app.state.auth
+    return await auth.authenticate(
+        websocket.headers.get("authorization"), websocket.query_params.get("token")
+    )
+
+
+Person = Annotated[Principal, Depends(require_person)]
+Admin = Annotated[Principal, Depends(require_admin)]
+Worker = Annotated[Principal, Depends(require_worker)]

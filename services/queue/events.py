@@ -1,0 +1,195 @@
+"""Fan events out of the Redis stream to this replica's WebSockets and long-poll waiters.
+
+Every state change is written to one Redis stream by the same Lua script that makes the
+change, so an event exists if and only if the change happened. Each replica runs a single
+blocking XREAD on that stream: it forwards entries to the WebSocket subscribers connected to
+it, and wakes a worker waiting in long-poll whenever a job became ready. Replicas share
+nothing but Redis.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import deque
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+import structlog
+from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+log = structlog.get_logger(__name__)
+
+#: Events after which a job may be claimable: a new job, a requeue, or a freed running slot.
+_WAKES = frozenset({"queued", "requeued", "succeeded", "failed", "cancelled"})
+
+
+@dataclass
+class Event:
+    id: str
+    type: str
+    job: str
+    user: str
+    state: str
+    data: Any
+
+    def to_json(self) -> bytes:
+        return orjson.dumps(self.__dict__)
+
+
+def _parse(entry_id: bytes, fields: dict[bytes, bytes]) -> Event:
+    f = {k.decode(): v.decode() for k, v in fields.items()}
+    return Event(
+        id=entry_id.decode(),
+        type=f.get("type", ""),
+        job=f.get("job", ""),
+        user=f.get("user", ""),
+        state=f.get("state", ""),
+        data=orjson.loads(f["data"]) if f.get("data") else None,
+    )
+
+
+@dataclass(eq=False)
+class Subscriber:
+    """One WebSocket's view: its own user's events, or everything for an admin (user None)."""
+
+    user: str | None
+    queue: asyncio.Queue[Event | None] = field(default_factory=lambda: asyncio.Queue(1000))
+    backlog: deque[Event] = field(default_factory=deque)
+    replayed_to: str | None = None
+
+    def wants(self, event: Event) -> bool:
+        return self.user is None or (event.user == self.user and event.user != "")
+
+    async def next(self) -> Event | None:
+        """The next event: the replayed backlog first, then live ones not already replayed.
+        None means the subscription ended (too slow to keep up, or shutdown)."""
+        if self.backlog:
+            return self.backlog.popleft()
+        while True:
+            event = await self.queue.get()
+            if event is None or self.replayed_to is None or _after(event.id, self.replayed_to):
+                return event
+
+
+class LeaseWaiters:
+    """Workers parked in long-poll, woken one per ready job, oldest first."""
+
+    def __init__(self) -> None:
+        self._waiting: deque[asyncio.Future[None]] = deque()
+
+    def add(self) -> asyncio.Future[None]:
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiting.append(fut)
+        return fut
+
+    def discard(self, fut: asyncio.Future[None]) -> None:
+        with contextlib.suppress(ValueError):
+            self._waiting.remove(fut)
+        if fut.done() and not fut.cancelled():
+            # It was woken but did not use the wake-up: pass it on.
+            self.wake(1)
+
+    def wake(self, count: int = 1) -> None:
+        while count > 0 and self._waiting:
+            fut = self._waiting.popleft()
+            if not fut.done():
+                fut.set_result(None)
+                count -= 1
+
+    def wake_all(self) -> None:
+        self.wake(len(self._waiting))
+
+    def __len__(self) -> int:
+        return len(self._waiting)
+
+
+class EventHub:
+    """The replica's single reader of the event stream."""
+
+    def __init__(self, redis: Redis, stream_key: str) -> None:
+        self.redis = redis
+        self.stream_key = stream_key
+        self.waiters = LeaseWaiters()
+        self._subscribers: set[Subscriber] = set()
+        self._task: asyncio.Task[None] | None = None
+        self._ready = asyncio.Event()
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="event-hub")
+        await self._ready.wait()
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        for sub in list(self._subscribers):
+            sub.queue.put_nowait(None)
+
+    async def _run(self) -> None:
+        last_id = "$"
+        while True:
+            try:
+                if last_id == "$":
+                    # Pin the start to a concrete id so no entry slips by between reads.
+                    info = await self.redis.xinfo_stream(self.stream_key)
+                    last_id = info["last-generated-id"].decode()
+                self._ready.set()
+                batches = await self.redis.xread({self.stream_key: last_id}, block=5000, count=500)
+            except asyncio.CancelledError:
+                raise
+            except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+                log.warning("event stream read failed; retrying", error=str(exc))
+                self._ready.set()
+                self.waiters.wake_all()  # they re-check Redis themselves
+                await asyncio.sleep(0.5)
+                continue
+            except Exception as exc:  # no stream yet: XINFO fails until the first event
+                if "no such key" not in str(exc).lower():
+                    raise
+                last_id = "0-0"
+                continue
+            for _stream, entries in batches or []:
+                for entry_id, fields in entries:
+                    last_id = entry_id.decode()
+                    self._dispatch(_parse(entry_id, fields))
+
+    def _dispatch(self, event: Event) -> None:
+        if event.type in _WAKES:
+            self.waiters.wake(1)
+        elif event.type == "mode":
+            self.waiters.wake_all()
+        for sub in list(self._subscribers):
+            if sub.wants(event):
+                try:
+                    sub.queue.put_nowait(event)
+                except asyncio.QueueFull:
+                    # A subscriber too slow to keep up is dropped; it resumes with ?since=.
+                    self._subscribers.discard(sub)
+                    sub.queue = asyncio.Queue(1)
+                    sub.queue.put_nowait(None)
+
+    @contextlib.asynccontextmanager
+    async def subscribe(self, user: str | None, since: str | None) -> AsyncIterator[Subscriber]:
+        """Subscribe; with `since`, first replay the stream's retained entries after it."""
+        sub = Subscriber(user)
+        self._subscribers.add(sub)  # live events queue up from here on
+        try:
+            if since:
+                backlog = await self.redis.xrange(self.stream_key, min=f"({since}", max="+")
+                sub.backlog.extend(e for e in (_parse(i, f) for i, f in backlog) if sub.wants(e))
+                sub.replayed_to = backlog[-1][0].decode() if backlog else since
+            yield sub
+        finally:
+            self._subscribers.discard(sub)
+
+
+def _after(a: str, b: str) -> bool:
+    ams, _, aseq = a.partition("-")
+    bms, _, bseq = b.partition("-")
+    return (int(ams), int(aseq or 0)) > (int(bms), int(bseq or 0))

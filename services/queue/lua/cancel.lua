@@ -1,0 +1,26 @@
+-- Cancel a job. A queued job is removed at once; a leased or running one is flagged and its
+-- worker learns of it on its next heartbeat, progress or lease call.
+-- ARGV: prefix, job_id, requester ('' = admin, may cancel anyone's), running_limit,
+-- retention_s, history_per_user, events_maxlen
+local job_id, requester = ARGV[2], ARGV[3]
+local job = k('job', job_id)
+local f = redis.call('HMGET', job, 'state', 'user', 'level')
+local state, uid, lvl = f[1], f[2], f[3]
+if not state or (requester ~= '' and requester ~= uid) then return {'not_found'} end
+if state == 'queued' then
+  redis.call('ZREM', k('uq', uid, lvl), job_id)
+  redis.call('ZREM', k('pending'), job_id)
+  redis.call('HINCRBY', k('queued'), uid, -1)
+  refresh_user(uid, tonumber(ARGV[4]))
+  finish(job_id, uid, state, 'cancelled', tonumber(ARGV[5]), tonumber(ARGV[6]))
+  emit(ARGV[7], 'cancelled', job_id, uid, 'cancelled')
+  return {'ok', 'cancelled'}
+end
+if state == 'leased' or state == 'running' then
+  if redis.call('HGET', job, 'cancel_requested') ~= '1' then
+    redis.call('HSET', job, 'cancel_requested', '1')
+    emit(ARGV[7], 'cancel_requested', job_id, uid, state)
+  end
+  return {'ok', state}
+end
+return {'final', state}

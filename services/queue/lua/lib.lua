@@ -1,0 +1,114 @@
+-- Shared helpers, prepended to every script by services/queue/scripts.py.
+-- ARGV[1] is always the key prefix; the remaining arguments start at ARGV[2].
+-- Data model (see docs/architecture.md):
+--   job:<id>          hash   the job record            wf:<id>  string  compressed workflow
+--   uq:<uid>:<lvl>    zset   a user's queued jobs at a level, by submit sequence
+--   ready:<lvl>       zset   users who may be served at a level, by last-served clock (fair)
+--   readyseq:<lvl>    zset   the same users, by the sequence of their oldest job (fifo)
+--   pending           zset   every queued job, by sequence
+--   leases            zset   leased/running jobs, by lease expiry (ms)
+local P = ARGV[1]
+local LEVELS = {2, 1, 0}
+
+local function k(...)
+  return P .. table.concat({...}, ':')
+end
+
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+local function emit(maxlen, etype, job_id, user, state, data)
+  return redis.call('XADD', k('events'), 'MAXLEN', '~', maxlen, '*',
+    'type', etype, 'job', job_id, 'user', user, 'state', state, 'data', data or '{}')
+end
+
+local LIVE = {queued = true, leased = true, running = true}
+
+-- `states` counts live jobs by state; `totals` counts jobs that ended, by final state.
+local function set_state(job_id, old, new)
+  redis.call('HSET', k('job', job_id), 'state', new)
+  if old and LIVE[old] then redis.call('HINCRBY', k('states'), old, -1) end
+  if LIVE[new] then
+    redis.call('HINCRBY', k('states'), new, 1)
+  else
+    redis.call('HINCRBY', k('totals'), new, 1)
+  end
+end
+
+-- Put `uid` into (or take it out of) the ready sets of one level, from its queue there.
+local function ready_level(uid, lvl, eligible)
+  local head = redis.call('ZRANGE', k('uq', uid, lvl), 0, 0, 'WITHSCORES')
+  if (not eligible) or #head == 0 then
+    redis.call('ZREM', k('ready', lvl), uid)
+    redis.call('ZREM', k('readyseq', lvl), uid)
+    return
+  end
+  local served = redis.call('HGET', k('lastserved'), uid) or 0
+  redis.call('ZADD', k('ready', lvl), served, uid)
+  redis.call('ZADD', k('readyseq', lvl), head[2], uid)
+end
+
+-- A user at their running limit is parked: out of every ready set until a job of theirs ends.
+local function is_eligible(uid, running_limit)
+  return tonumber(redis.call('HGET', k('running'), uid) or 0) < running_limit
+end
+
+local function refresh_user(uid, running_limit)
+  local eligible = is_eligible(uid, running_limit)
+  for _, lvl in ipairs(LEVELS) do ready_level(uid, lvl, eligible) end
+end
+
+-- Take a leased or running job away from its worker (and from the lease table).
+local function unlease(job_id, uid, worker, running_limit)
+  redis.call('ZREM', k('leases'), job_id)
+  if worker and worker ~= '' then redis.call('SREM', k('wjobs', worker), job_id) end
+  redis.call('HINCRBY', k('running'), uid, -1)
+  redis.call('HDEL', k('job', job_id), 'lease', 'lease_expires')
+  refresh_user(uid, running_limit)
+end
+
+-- Back to the head of its user's queue: it keeps its original sequence number.
+local function requeue(job_id, old_state, running_limit)
+  local job = k('job', job_id)
+  local f = redis.call('HMGET', job, 'user', 'level', 'seq')
+  local uid, lvl, seq = f[1], f[2], f[3]
+  redis.call('ZADD', k('uq', uid, lvl), seq, job_id)
+  redis.call('ZADD', k('pending'), seq, job_id)
+  redis.call('HINCRBY', k('queued'), uid, 1)
+  redis.call('HDEL', job, 'worker', 'leased_at', 'started_at', 'progress')
+  set_state(job_id, old_state, 'queued')
+  refresh_user(uid, running_limit)
+end
+
+-- A job reached a final state: keep it for the user's history, bounded in count and time.
+local function finish(job_id, uid, old_state, new_state, retention_s, history)
+  local job = k('job', job_id)
+  redis.call('HSET', job, 'finished_at', now_ms())
+  redis.call('HDEL', job, 'lease', 'lease_expires', 'cancel_requested')
+  set_state(job_id, old_state, new_state)
+  redis.call('EXPIRE', job, retention_s)
+  redis.call('EXPIRE', k('wf', job_id), retention_s)
+  local ujobs = k('ujobs', uid)
+  local excess = redis.call('ZCARD', ujobs) - history
+  if excess > 0 then
+    for _, old in ipairs(redis.call('ZRANGE', ujobs, 0, excess - 1)) do
+      local st = redis.call('HGET', k('job', old), 'state')
+      if not (st and LIVE[st]) then
+        redis.call('DEL', k('job', old), k('wf', old))
+        redis.call('ZREM', ujobs, old)
+      end
+    end
+  end
+end
+
+-- Check that `lease_id` is the live lease of `job_id`; return the job's fields or an error.
+local function held(job_id, lease_id)
+  local f = redis.call('HMGET', k('job', job_id), 'state', 'lease', 'user', 'worker')
+  if not f[1] then return nil, 'not_found' end
+  if f[2] ~= lease_id or (f[1] ~= 'leased' and f[1] ~= 'running') then
+    return nil, 'lease_lost'
+  end
+  return f, nil
+end

@@ -1,0 +1,20 @@
+-- Enqueue a job. ARGV: prefix, job_id, user, level, max_queued, running_limit,
+-- workflow (compressed), meta (JSON), events_maxlen
+local job_id, uid, lvl = ARGV[2], ARGV[3], ARGV[4]
+local max_queued, running_limit = tonumber(ARGV[5]), tonumber(ARGV[6])
+local queued = tonumber(redis.call('HGET', k('queued'), uid) or 0)
+if queued >= max_queued then return {'limit', queued} end
+local seq = redis.call('INCR', k('seq'))
+local now = now_ms()
+redis.call('HSET', k('job', job_id), 'id', job_id, 'user', uid, 'level', lvl, 'seq', seq,
+  'attempt', 0, 'queued_at', now, 'meta', ARGV[8])
+redis.call('SET', k('wf', job_id), ARGV[7])
+redis.call('ZADD', k('uq', uid, lvl), seq, job_id)
+redis.call('ZADD', k('pending'), seq, job_id)
+redis.call('ZADD', k('ujobs', uid), seq, job_id)
+redis.call('ZADD', k('alljobs'), seq, job_id)
+redis.call('HINCRBY', k('queued'), uid, 1)
+set_state(job_id, nil, 'queued')
+ready_level(uid, lvl, is_eligible(uid, running_limit))
+emit(ARGV[9], 'queued', job_id, uid, 'queued')
+return {'ok', seq, now}

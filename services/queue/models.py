@@ -1,0 +1,181 @@
+"""The queue API's request and response shapes."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from services.queue.settings import Mode, Role
+
+
+class JobState(StrEnum):
+    QUEUED = "queued"
+    LEASED = "leased"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+FINAL_STATES = frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED})
+
+
+class Job(BaseModel):
+    """A job as its owner (or an admin) sees it. Times are Unix milliseconds."""
+
+    id: str
+    user: str
+    state: JobState
+    priority: int = Field(description="scheduling level: 0 participant, 1 instructor, 2 admin")
+    attempt: int
+    queued_at: int
+    leased_at: int | None = None
+    started_at: int | None = None
+    finished_at: int | None = None
+    worker: str | None = None
+    error: dict[str, Any] | None = Field(
+        default=None, description="ComfyUI's own error shape, as the worker reported it"
+    )
+    outputs: dict[str, Any] | None = Field(
+        default=None, description="ComfyUI outputs by node id, with stored file keys"
+    )
+    progress: dict[str, Any] | None = None
+    cancel_requested: bool = False
+    position: int | None = Field(default=None, description="1-based estimate while queued")
+    client_id: str | None = None
+    extra_data: dict[str, Any] | None = None
+
+
+class JobWithWorkflow(Job):
+    workflow: dict[str, Any] | None = None
+
+
+class SubmitRequest(BaseModel):
+    """A ComfyUI API-format workflow: ``{node_id: {class_type, inputs}}``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    workflow: dict[str, Any]
+    user: str | None = Field(default=None, description="admins only: submit for this user")
+    client_id: str | None = Field(default=None, max_length=128)
+    extra_data: dict[str, Any] | None = None
+
+
+class LeasedJob(BaseModel):
+    """What a worker receives when it leases a job."""
+
+    job: Job
+    lease_id: str
+    lease_ttl_s: float
+    workflow: dict[str, Any]
+
+
+class WorkerRegistration(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    instance: str | None = Field(
+        default=None,
+        max_length=64,
+        pattern=r"^[A-Za-z0-9_.-]+$",
+        description="distinguishes several workers sharing one host's token (e.g. 'gpu0-2')",
+    )
+    provider: str = Field(default="unknown", max_length=64)
+    gpu: str = Field(default="unknown", max_length=128)
+    models: list[str] = Field(default_factory=list, max_length=10_000)
+    capabilities: dict[str, Any] = Field(default_factory=dict)
+
+
+class WorkerRef(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    worker_id: str
+
+
+class LeaseRequest(WorkerRef):
+    wait_s: float = Field(default=20.0, ge=0)
+
+
+class LeaseRef(WorkerRef):
+    lease_id: str
+
+
+class HeldLease(BaseModel):
+    job_id: str
+    lease_id: str
+
+
+class HeartbeatRequest(WorkerRef):
+    leases: list[HeldLease] = Field(default_factory=list, max_length=64)
+
+
+class HeartbeatResponse(BaseModel):
+    cancel: list[str] = Field(description="jobs to interrupt: their owner cancelled them")
+    lost: list[str] = Field(description="jobs whose lease this worker no longer holds")
+
+
+class ProgressRequest(LeaseRef):
+    value: float = 0
+    max: float = 0
+    node: str | None = None
+    data: dict[str, Any] | None = None
+
+
+class CancelFlag(BaseModel):
+    cancel: bool
+
+
+class CompleteRequest(LeaseRef):
+    outputs: dict[str, Any] = Field(default_factory=dict)
+
+
+class FailRequest(LeaseRef):
+    error: dict[str, Any]
+    retry: bool = Field(default=False, description="true for host trouble, not graph errors")
+
+
+class WorkerInfo(BaseModel):
+    id: str
+    state: str
+    last_seen: int
+    registered_at: int | None
+    info: dict[str, Any]
+    jobs: list[str]
+
+
+class ModeBody(BaseModel):
+    mode: Mode
+
+
+class UserBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    password: str = Field(min_length=8, max_length=256)
+    role: Role = Role.PARTICIPANT
+
+
+class UserOut(BaseModel):
+    id: str
+    role: Role
+
+
+class TokenRequest(BaseModel):
+    username: str = Field(max_length=64)
+    password: str = Field(max_length=256)
+
+
+class TokenResponse(BaseModel):
+    access_token: str
+    token_type: str = "bearer"  # noqa: S105 - the OAuth2 scheme name
+    expires_in: int
+    role: Role
+
+
+class WorkerTokenRequest(BaseModel):
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
+
+
+class WorkerTokenResponse(BaseModel):
+    name: str
+    token: str = Field(description="shown once; the service keeps only its SHA-256")

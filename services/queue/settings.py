@@ -1,0 +1,105 @@
+"""Queue service configuration, read once from ``QUEUE_*`` environment variables."""
+
+from __future__ import annotations
+
+import json
+from enum import StrEnum
+from typing import Annotated, Any
+
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+
+class Mode(StrEnum):
+    """How the next job is chosen."""
+
+    FIFO = "fifo"
+    FAIR = "fair"
+    PRIORITY = "priority"
+
+
+class Role(StrEnum):
+    PARTICIPANT = "participant"
+    INSTRUCTOR = "instructor"
+    ADMIN = "admin"
+
+
+#: Scheduling level of each role; `priority` mode serves higher levels first.
+ROLE_LEVEL: dict[Role, int] = {Role.PARTICIPANT: 0, Role.INSTRUCTOR: 1, Role.ADMIN: 2}
+
+
+class UserSeed(BaseModel):
+    """A user declared in configuration (by the Pulumi program, or local mode)."""
+
+    password_hash: str | None = None
+    password: SecretStr | None = None
+    role: Role = Role.PARTICIPANT
+
+    @model_validator(mode="after")
+    def _one_secret(self) -> UserSeed:
+        if (self.password_hash is None) == (self.password is None):
+            raise ValueError("give exactly one of password_hash or password")
+        return self
+
+
+def _json_mapping(value: Any) -> Any:
+    if isinstance(value, str):
+        return json.loads(value) if value.strip() else {}
+    return value
+
+
+class QueueSettings(BaseSettings):
+    """Every knob of the queue service; defaults suit a 20-200 person workshop."""
+
+    model_config = SettingsConfigDict(env_prefix="QUEUE_", frozen=True)
+
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    key_prefix: str = "cq:"
+    token_secret: SecretStr = Field(min_length=32)
+    token_ttl_s: int = Field(default=12 * 3600, gt=0)
+    admin_password: SecretStr = Field(min_length=8)
+    users: Annotated[dict[str, UserSeed], NoDecode] = Field(default_factory=dict)
+    worker_tokens: Annotated[dict[str, SecretStr], NoDecode] = Field(default_factory=dict)
+
+    mode: Mode = Mode.FAIR
+    max_queued_per_user: int = Field(default=20, gt=0)
+    max_running_per_user: int = Field(default=2, gt=0)
+    max_attempts: int = Field(default=3, gt=0)
+    lease_ttl_s: float = Field(default=30.0, gt=0)
+    lease_wait_max_s: float = Field(default=30.0, gt=0)
+    worker_lost_after_s: float = Field(default=60.0, gt=0)
+    reap_interval_s: float = Field(default=1.0, gt=0)
+
+    max_body_bytes: int = Field(default=2 * 1024 * 1024, gt=0)
+    history_per_user: int = Field(default=200, gt=0)
+    retention_s: int = Field(default=7 * 24 * 3600, gt=0)
+    events_maxlen: int = Field(default=50_000, gt=100)
+
+    @field_validator("users", "worker_tokens", mode="before")
+    @classmethod
+    def _parse_json(cls, value: Any) -> Any:
+        return _json_mapping(value)
+
+    @field_validator("users")
+    @classmethod
+    def _valid_user_ids(cls, value: dict[str, UserSeed]) -> dict[str, UserSeed]:
+        for uid in value:
+            validate_user_id(uid)
+        return value
+
+    @model_validator(mode="after")
+    def _history_holds_live_jobs(self) -> QueueSettings:
+        live = self.max_queued_per_user + self.max_running_per_user
+        if self.history_per_user < live:
+            raise ValueError(
+                f"history_per_user ({self.history_per_user}) must be at least "
+                f"max_queued_per_user + max_running_per_user ({live})"
+            )
+        return self
+
+
+def validate_user_id(uid: str) -> str:
+    """User ids go into Redis keys and URLs: keep them short and plain."""
+    if not (1 <= len(uid) <= 64) or not all(c.isalnum() or c in "-_." for c in uid):
+        raise ValueError(f"invalid user id {uid!r}: use 1-64 letters, digits, '-', '_' or '.'")
+    return uid

@@ -1,0 +1,376 @@
+"""The job store: every queue operation as one call into Redis (a Lua script or one read).
+
+The HTTP layer never touches Redis keys itself; it calls these methods, so the data model
+lives in two places only: the Lua scripts and this module.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+import zlib
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from redis.asyncio import Redis
+
+from services.queue.models import Job, JobState, LeasedJob, WorkerInfo
+from services.queue.scripts import Scripts, load_scripts
+from services.queue.settings import Mode, QueueSettings
+
+#: Workflows above this size are compressed off the event loop.
+_OFFLOAD_BYTES = 256 * 1024
+
+
+class LeaseLost(Exception):
+    """The caller no longer holds the job's lease (it expired, was released or cancelled)."""
+
+
+class JobNotFound(Exception):
+    """No such job, or not one the caller may see."""
+
+
+class QueueFull(Exception):
+    """The user already has as many queued jobs as allowed."""
+
+    def __init__(self, queued: int) -> None:
+        super().__init__(queued)
+        self.queued = queued
+
+
+class JobFinished(Exception):
+    """The job already ended; there is nothing to cancel."""
+
+    def __init__(self, state: str) -> None:
+        super().__init__(state)
+        self.state = state
+
+
+@dataclass(frozen=True)
+class Completion:
+    """Timestamps of a finished job, for the wait and run-time histograms."""
+
+    queued_at: int
+    leased_at: int
+    started_at: int | None
+    finished_at: int
+
+
+def _text(value: bytes | str | None) -> str | None:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _decode_hash(raw: dict[bytes, bytes] | list[bytes]) -> dict[str, str]:
+    if isinstance(raw, list):
+        raw = dict(zip(raw[::2], raw[1::2], strict=True))
+    return {k.decode(): v.decode() for k, v in raw.items()}
+
+
+def encode_workflow(workflow: dict[str, Any]) -> bytes:
+    return zlib.compress(orjson.dumps(workflow), 1)
+
+
+def decode_workflow(blob: bytes) -> dict[str, Any]:
+    return orjson.loads(zlib.decompress(blob))
+
+
+def _json_or_none(value: str | None) -> Any:
+    return orjson.loads(value) if value else None
+
+
+def _int_or_none(value: str | None) -> int | None:
+    return int(value) if value else None
+
+
+def job_from_hash(fields: dict[str, str], position: int | None = None) -> Job:
+    """Turn a job hash into the API's job record."""
+    meta = _json_or_none(fields.get("meta")) or {}
+    return Job(
+        id=fields["id"],
+        user=fields["user"],
+        state=JobState(fields["state"]),
+        priority=int(fields["level"]),
+        attempt=int(fields.get("attempt", 0)),
+        queued_at=int(fields["queued_at"]),
+        leased_at=_int_or_none(fields.get("leased_at")),
+        started_at=_int_or_none(fields.get("started_at")),
+        finished_at=_int_or_none(fields.get("finished_at")),
+        worker=fields.get("worker") or None,
+        error=_json_or_none(fields.get("error")),
+        outputs=_json_or_none(fields.get("outputs")),
+        progress=_json_or_none(fields.get("progress")),
+        cancel_requested=fields.get("cancel_requested") == "1",
+        position=position if fields["state"] == JobState.QUEUED else None,
+        client_id=meta.get("client_id"),
+        extra_data=meta.get("extra_data"),
+    )
+
+
+class JobStore:
+    """Atomic job-queue operations over one Redis connection pool."""
+
+    def __init__(self, redis: Redis, settings: QueueSettings) -> None:
+        self.redis = redis
+        self.settings = settings
+        self.prefix = settings.key_prefix
+        self.scripts: Scripts = load_scripts(redis)
+        self._lease_ms = int(settings.lease_ttl_s * 1000)
+
+    def key(self, *parts: str) -> str:
+        return self.prefix + ":".join(parts)
+
+    # -- participants -------------------------------------------------------------------
+    async def submit(
+        self,
+        user: str,
+        level: int,
+        workflow: dict[str, Any],
+        meta: dict[str, Any] | None = None,
+    ) -> Job:
+        """Queue a workflow; raise QueueFull past the user's queued-job limit."""
+        raw = orjson.dumps(workflow)
+        if len(raw) > _OFFLOAD_BYTES:
+            blob = await asyncio.to_thread(zlib.compress, raw, 1)
+        else:
+            blob = zlib.compress(raw, 1)
+        job_id = uuid.uuid4().hex
+        s = self.settings
+        status, value, *_ = await self.scripts.submit(
+            args=[
+                self.prefix, job_id, user, level, s.max_queued_per_user,
+                s.max_running_per_user, blob, orjson.dumps(meta or {}), s.events_maxlen,
+            ]
+        )
+        if _text(status) == "limit":
+            raise QueueFull(int(value))
+        job = await self.get(job_id)
+        assert job is not None
+        return job
+
+    async def get(self, job_id: str, user: str | None = None) -> Job | None:
+        """One job (with its queue position), or None; `user` restricts to that owner."""
+        raw = await self.redis.hgetall(self.key("job", job_id))
+        if not raw:
+            return None
+        fields = _decode_hash(raw)
+        if user is not None and fields["user"] != user:
+            return None
+        position = None
+        if fields["state"] == JobState.QUEUED:
+            (position,) = await self.positions([job_id])
+        return job_from_hash(fields, position)
+
+    async def get_workflow(self, job_id: str) -> dict[str, Any] | None:
+        blob = await self.redis.get(self.key("wf", job_id))
+        return decode_workflow(blob) if blob else None
+
+    async def list_jobs(self, user: str | None, limit: int = 50) -> list[Job]:
+        """Most recent jobs first: one user's history, or everyone's for an admin."""
+        index = self.key("ujobs", user) if user else self.key("alljobs")
+        ids = [_text(i) for i in await self.redis.zrevrange(index, 0, limit - 1)]
+        if not ids:
+            return []
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for job_id in ids:
+                pipe.hgetall(self.key("job", job_id))
+            raws = await pipe.execute()
+        found = [(i, _decode_hash(r)) for i, r in zip(ids, raws, strict=True) if r]
+        gone = [i for i, r in zip(ids, raws, strict=True) if not r]
+        if gone:  # expired records: drop them from the index lazily
+            await self.redis.zrem(index, *gone)
+        queued = [i for i, f in found if f["state"] == JobState.QUEUED]
+        positions = dict(zip(queued, await self.positions(queued), strict=True))
+        return [job_from_hash(f, positions.get(i)) for i, f in found]
+
+    async def positions(self, job_ids: list[str]) -> list[int]:
+        if not job_ids:
+            return []
+        raw = await self.scripts.position(args=[self.prefix, self.settings.mode, *job_ids])
+        return [int(p) for p in raw]
+
+    async def cancel(self, job_id: str, requester: str | None) -> str:
+        """Cancel; `requester` None means an admin. Returns the state after the call."""
+        s = self.settings
+        status, *rest = await self.scripts.cancel(
+            args=[
+                self.prefix, job_id, requester or "", s.max_running_per_user, s.retention_s,
+                s.history_per_user, s.events_maxlen,
+            ]
+        )
+        status = _text(status)
+        if status == "not_found":
+            raise JobNotFound(job_id)
+        if status == "final":
+            raise JobFinished(_text(rest[0]) or "")
+        return _text(rest[0]) or ""
+
+    # -- workers ------------------------------------------------------------------------
+    async def register_worker(self, worker_id: str, info: dict[str, Any]) -> None:
+        now_ms = await self._now_ms()
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.delete(self.key("worker", worker_id))
+            pipe.hset(
+                self.key("worker", worker_id),
+                mapping={"info": orjson.dumps(info), "registered_at": now_ms, "state": "active"},
+            )
+            pipe.zadd(self.key("workers"), {worker_id: now_ms})
+            await pipe.execute()
+
+    async def claim(self, worker_id: str) -> LeasedJob | None:
+        """Lease the next job by the current mode, or None when nothing is ready."""
+        s = self.settings
+        lease_id = uuid.uuid4().hex
+        result = await self.scripts.claim(
+            args=[
+                self.prefix, worker_id, lease_id, self._lease_ms, s.max_running_per_user,
+                s.mode, s.events_maxlen,
+            ]
+        )
+        if result is None:
+            return None
+        fields = _decode_hash(result[0])
+        job = job_from_hash(fields)
+        return LeasedJob(
+            job=job,
+            lease_id=lease_id,
+            lease_ttl_s=s.lease_ttl_s,
+            workflow=decode_workflow(result[1]),
+        )
+
+    async def start(self, job_id: str, lease_id: str) -> bool:
+        """Mark the job running; returns whether a cancel was requested."""
+        status, *rest = await self.scripts.start(
+            args=[self.prefix, job_id, lease_id, self.settings.events_maxlen]
+        )
+        self._check(status, job_id)
+        return _text(rest[0]) == "1"
+
+    async def progress(self, job_id: str, lease_id: str, progress: dict[str, Any]) -> bool:
+        """Record a progress step (renewing the lease); returns whether to cancel."""
+        status, *rest = await self.scripts.progress(
+            args=[
+                self.prefix, job_id, lease_id, self._lease_ms, orjson.dumps(progress),
+                self.settings.events_maxlen,
+            ]
+        )
+        self._check(status, job_id)
+        return _text(rest[0]) == "1"
+
+    async def heartbeat(
+        self, worker_id: str, leases: list[tuple[str, str]]
+    ) -> tuple[list[str], list[str]]:
+        """Renew leases; returns (jobs to cancel, jobs whose lease is lost)."""
+        args: list[Any] = [self.prefix, worker_id, self._lease_ms]
+        for job_id, lease_id in leases:
+            args += [job_id, lease_id]
+        cancel, lost = await self.scripts.heartbeat(args=args)
+        return [_text(c) or "" for c in cancel], [_text(x) or "" for x in lost]
+
+    async def complete(self, job_id: str, lease_id: str, outputs: dict[str, Any]) -> Completion:
+        s = self.settings
+        status, *rest = await self.scripts.complete(
+            args=[
+                self.prefix, job_id, lease_id, orjson.dumps(outputs), s.max_running_per_user,
+                s.retention_s, s.history_per_user, s.events_maxlen,
+            ]
+        )
+        self._check(status, job_id)
+        queued_at, leased_at, started_at, finished_at = (_int_or_none(_text(v)) for v in rest[0])
+        assert queued_at is not None and leased_at is not None and finished_at is not None
+        return Completion(queued_at, leased_at, started_at, finished_at)
+
+    async def fail(
+        self, job_id: str, lease_id: str, error: dict[str, Any], retry: bool
+    ) -> str:
+        """Record a failure; returns the job's new state (failed, queued or cancelled)."""
+        s = self.settings
+        status, *rest = await self.scripts.fail(
+            args=[
+                self.prefix, job_id, lease_id, orjson.dumps(error), int(retry), s.max_attempts,
+                s.max_running_per_user, s.retention_s, s.history_per_user, s.events_maxlen,
+            ]
+        )
+        self._check(status, job_id)
+        return _text(rest[0]) or ""
+
+    async def release(self, worker_id: str) -> int:
+        s = self.settings
+        return int(
+            await self.scripts.release(
+                args=[
+                    self.prefix, worker_id, s.max_running_per_user, s.retention_s,
+                    s.history_per_user, s.events_maxlen,
+                ]
+            )
+        )
+
+    async def reap(self, batch: int = 100) -> list[tuple[str, str]]:
+        """Requeue or fail jobs whose lease expired; returns (job id, new state) pairs."""
+        s = self.settings
+        out = await self.scripts.reap(
+            args=[
+                self.prefix, s.max_attempts, s.max_running_per_user, s.retention_s,
+                s.history_per_user, batch, s.events_maxlen,
+            ]
+        )
+        return [(_text(a) or "", _text(b) or "") for a, b in out]
+
+    async def worker_jobs(self, worker_id: str) -> set[str]:
+        return {_text(j) or "" for j in await self.redis.smembers(self.key("wjobs", worker_id))}
+
+    async def workers(self) -> list[WorkerInfo]:
+        """Registered workers with liveness; a worker silent for too long is shown as lost."""
+        now_ms = await self._now_ms()
+        seen = await self.redis.zrange(self.key("workers"), 0, -1, withscores=True)
+        out: list[WorkerInfo] = []
+        lost_after_ms = self.settings.worker_lost_after_s * 1000
+        for raw_id, last_seen in seen:
+            worker_id = _text(raw_id) or ""
+            raw = _decode_hash(await self.redis.hgetall(self.key("worker", worker_id)))
+            jobs = await self.worker_jobs(worker_id)
+            out.append(
+                WorkerInfo(
+                    id=worker_id,
+                    state="lost" if now_ms - last_seen > lost_after_ms else "alive",
+                    last_seen=int(last_seen),
+                    registered_at=_int_or_none(raw.get("registered_at")),
+                    info=_json_or_none(raw.get("info")) or {},
+                    jobs=sorted(jobs),
+                )
+            )
+        return out
+
+    # -- admin and metrics --------------------------------------------------------------
+    async def get_mode(self) -> Mode:
+        raw = _text(await self.redis.get(self.key("mode")))
+        return Mode(raw) if raw else self.settings.mode
+
+    async def set_mode(self, mode: Mode) -> None:
+        await self.redis.set(self.key("mode"), mode.value)
+        data = orjson.dumps({"mode": mode.value})
+        event = {"type": "mode", "job": "", "user": "", "state": "", "data": data}
+        await self.redis.xadd(
+            self.key("events"), event, maxlen=self.settings.events_maxlen, approximate=True
+        )
+
+    async def counts(self) -> tuple[dict[str, int], dict[str, int]]:
+        """(live jobs by state, jobs ended since the start by final state)."""
+        live = await self.redis.hgetall(self.key("states"))
+        totals = await self.redis.hgetall(self.key("totals"))
+        return (
+            {k.decode(): int(v) for k, v in live.items()},
+            {k.decode(): int(v) for k, v in totals.items()},
+        )
+
+    async def _now_ms(self) -> int:
+        seconds, micros = await self.redis.time()
+        return int(seconds) * 1000 + int(micros) // 1000
+
+    @staticmethod
+    def _check(status: bytes | str, job_id: str) -> None:
+        status = _text(status)
+        if status == "lease_lost":
+            raise LeaseLost(job_id)
+        if status == "not_found":
+            raise JobNotFound(job_id)

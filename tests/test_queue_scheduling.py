@@ -1,0 +1,155 @@
+"""Scheduling modes, fairness and per-user limits."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+
+from tests.queue_harness import WORKFLOW, MakeQueue, QueueHarness, WorkerClient
+
+
+async def _submit(client: httpx.AsyncClient, n: int, **extra: Any) -> list[str]:
+    ids = []
+    for _ in range(n):
+        r = await client.post("/api/jobs", json={"workflow": WORKFLOW, **extra})
+        assert r.status_code == 201, r.text
+        ids.append(r.json()["id"])
+    return ids
+
+
+async def _set_mode(queue: QueueHarness, mode: str) -> None:
+    admin = await queue.client("admin")
+    r = await admin.put("/api/admin/mode", json={"mode": mode})
+    assert r.status_code == 200 and r.json() == {"mode": mode}
+    await admin.aclose()
+
+
+async def _drain(worker: WorkerClient, n: int) -> list[dict[str, Any]]:
+    """Lease and complete n jobs; returns the leased job records in order."""
+    out = []
+    for _ in range(n):
+        lease = await worker.lease()
+        assert lease is not None
+        out.append(lease["job"])
+        r = await worker.call(lease["job"]["id"], "complete", lease["lease_id"], outputs={})
+        assert r.status_code == 204
+    return out
+
+
+async def test_fair_mode_serves_the_one_job_user_within_two(make_queue: MakeQueue) -> None:
+    """User A queues 50 jobs, then B queues 1: B's job is among the next 2 claimed."""
+    async with make_queue(max_queued_per_user=100, max_running_per_user=100) as queue:
+        await _set_mode(queue, "fair")
+        alice, bob = await queue.client("alice"), await queue.client("bob")
+        a_ids = await _submit(alice, 50)
+        (b_id,) = await _submit(bob, 1)
+        assert (await bob.get(f"/api/jobs/{b_id}")).json()["position"] <= 2
+        worker = await WorkerClient.register(queue, "w0")
+        served = [j["id"] for j in await _drain(worker, 2)]
+        assert b_id in served
+        # Alice's own jobs stay in her submission order.
+        rest = [j["id"] for j in await _drain(worker, 49)]
+        assert [i for i in served + rest if i != b_id] == a_ids
+        for c in (alice, bob, worker):
+            await c.aclose()
+
+
+async def test_fair_mode_round_robins_between_users(make_queue: MakeQueue) -> None:
+    async with make_queue(max_running_per_user=100) as queue:
+        await _set_mode(queue, "fair")
+        alice, bob = await queue.client("alice"), await queue.client("bob")
+        await _submit(alice, 4)
+        await _submit(bob, 4)
+        worker = await WorkerClient.register(queue, "w0")
+        users = [j["user"] for j in await _drain(worker, 8)]
+        # Alice was first in line; after that they alternate.
+        assert users == ["alice", "bob"] * 4
+        for c in (alice, bob, worker):
+            await c.aclose()
+
+
+async def test_fifo_mode_serves_in_submission_order(make_queue: MakeQueue) -> None:
+    async with make_queue(max_queued_per_user=100, max_running_per_user=100) as queue:
+        await _set_mode(queue, "fifo")
+        alice, bob = await queue.client("alice"), await queue.client("bob")
+        order = await _submit(alice, 5) + await _submit(bob, 1) + await _submit(alice, 2)
+        last = order[-1]
+        assert (await alice.get(f"/api/jobs/{last}")).json()["position"] == 8
+        worker = await WorkerClient.register(queue, "w0")
+        assert [j["id"] for j in await _drain(worker, 8)] == order
+        for c in (alice, bob, worker):
+            await c.aclose()
+
+
+async def test_priority_mode_serves_instructors_first_fair_within_level(
+    make_queue: MakeQueue,
+) -> None:
+    async with make_queue(max_running_per_user=100) as queue:
+        await _set_mode(queue, "priority")
+        alice, bob = await queue.client("alice"), await queue.client("bob")
+        carol, admin = await queue.client("carol"), await queue.client("admin")
+        await _submit(alice, 2)
+        await _submit(bob, 2)
+        await _submit(carol, 2)  # instructor: level 1
+        r = await admin.post("/api/jobs", json={"workflow": WORKFLOW})  # admin: level 2
+        admin_job = r.json()
+        assert admin_job["priority"] == 2
+        # An admin may submit on a participant's behalf; it runs at that user's level.
+        r = await admin.post("/api/jobs", json={"workflow": WORKFLOW, "user": "alice"})
+        assert r.status_code == 201 and r.json()["user"] == "alice" and r.json()["priority"] == 0
+        worker = await WorkerClient.register(queue, "w0")
+        jobs = await _drain(worker, 8)
+        assert [j["user"] for j in jobs[:3]] == ["admin", "carol", "carol"]
+        assert [j["priority"] for j in jobs] == [2, 1, 1, 0, 0, 0, 0, 0]
+        assert [j["user"] for j in jobs[3:7]] == ["alice", "bob", "alice", "bob"]
+        for c in (alice, bob, carol, admin, worker):
+            await c.aclose()
+
+
+async def test_mode_switch_takes_effect_at_the_next_lease(make_queue: MakeQueue) -> None:
+    async with make_queue(max_queued_per_user=100, max_running_per_user=100) as queue:
+        await _set_mode(queue, "fifo")
+        alice, bob = await queue.client("alice"), await queue.client("bob")
+        await _submit(alice, 3)
+        await _submit(bob, 1)
+        worker = await WorkerClient.register(queue, "w0")
+        assert [j["user"] for j in await _drain(worker, 1)] == ["alice"]
+        await _set_mode(queue, "fair")  # Bob has never been served: he is next.
+        assert [j["user"] for j in await _drain(worker, 1)] == ["bob"]
+        for c in (alice, bob, worker):
+            await c.aclose()
+
+
+async def test_queued_limit_gives_429(make_queue: MakeQueue) -> None:
+    async with make_queue(max_queued_per_user=3) as queue:
+        alice, bob = await queue.client("alice"), await queue.client("bob")
+        await _submit(alice, 3)
+        r = await alice.post("/api/jobs", json={"workflow": WORKFLOW})
+        assert r.status_code == 429
+        assert "3 queued jobs" in r.json()["detail"] and "limit 3" in r.json()["detail"]
+        await _submit(bob, 1)  # the limit is per user
+        assert len((await alice.get("/api/jobs")).json()) == 3  # nothing half-written
+        for c in (alice, bob):
+            await c.aclose()
+
+
+async def test_running_limit_parks_the_user_until_a_job_ends(make_queue: MakeQueue) -> None:
+    async with make_queue(max_running_per_user=1) as queue:
+        await _set_mode(queue, "fifo")
+        alice, bob = await queue.client("alice"), await queue.client("bob")
+        a1, a2 = await _submit(alice, 2)
+        (b1,) = await _submit(bob, 1)
+        w1 = await WorkerClient.register(queue, "w0")
+        w2 = await WorkerClient.register(queue, "w1")
+        first = await w1.lease()
+        assert first["job"]["id"] == a1
+        # FIFO would give Alice's second job, but she is at her running limit.
+        second = await w2.lease()
+        assert second["job"]["id"] == b1
+        assert await w2.lease() is None
+        await w1.call(a1, "complete", first["lease_id"], outputs={})
+        third = await w2.lease()
+        assert third["job"]["id"] == a2
+        for c in (alice, bob, w1, w2):
+            await c.aclose()
