@@ -27,6 +27,7 @@ from services.queue.settings import ROLE_LEVEL, QueueSettings, Role
 
 _hasher = argon2.PasswordHasher()
 _WORKER_CACHE_S = 10.0
+_BASIC_CACHE_S = 60.0
 
 
 @dataclass(frozen=True)
@@ -77,6 +78,7 @@ class Authenticator:
         self.settings = settings
         self._secret = settings.token_secret.get_secret_value()
         self._worker_cache: dict[str, tuple[str | None, float]] = {}
+        self._basic_cache: dict[bytes, float] = {}
         self._users_key = settings.key_prefix + "users"
         self._wtokens_key = settings.key_prefix + "wtokens"
 
@@ -204,13 +206,24 @@ class Authenticator:
         return Principal(id=claims["sub"], role=Role(claims["role"]))
 
     async def _basic(self, credentials: str) -> Principal:
+        """Basic auth (the gateway forwards the browser's). A password check costs tens of
+        milliseconds by design, so a successful one is remembered briefly, keyed by a hash
+        of the credentials together with the stored hash (a password change invalidates it)."""
         try:
             uid, _, password = base64.b64decode(credentials).decode().partition(":")
         except (binascii.Error, UnicodeDecodeError) as exc:
             raise _unauthorized("malformed basic credentials") from exc
         record = await self.get_user(uid)
-        if record is None or not await asyncio.to_thread(verify_password, record[0], password):
+        if record is None:
             raise _unauthorized("wrong username or password")
+        key = hashlib.sha256(f"{uid}\0{password}\0{record[0]}".encode()).digest()
+        now = time.monotonic()
+        if self._basic_cache.get(key, 0.0) <= now:
+            if not await asyncio.to_thread(verify_password, record[0], password):
+                raise _unauthorized("wrong username or password")
+            if len(self._basic_cache) > 10_000:
+                self._basic_cache.clear()
+            self._basic_cache[key] = now + _BASIC_CACHE_S
         return Principal(id=uid, role=record[1])
 
 

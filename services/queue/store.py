@@ -19,6 +19,9 @@ from services.queue.models import Job, JobState, LeasedJob, WorkerInfo
 from services.queue.scripts import Scripts, load_scripts
 from services.queue.settings import Mode, QueueSettings
 
+#: A worker silent for this long is dropped from the worker list altogether.
+_FORGET_WORKER_MS = 24 * 3600 * 1000
+
 #: Workflows above this size are compressed off the event loop.
 _OFFLOAD_BYTES = 256 * 1024
 
@@ -327,6 +330,10 @@ class JobStore:
         lost_after_ms = self.settings.worker_lost_after_s * 1000
         for raw_id, last_seen in seen:
             worker_id = _text(raw_id) or ""
+            if now_ms - last_seen > _FORGET_WORKER_MS:
+                await self.redis.zrem(self.key("workers"), worker_id)
+                await self.redis.delete(self.key("worker", worker_id))
+                continue
             raw = _decode_hash(await self.redis.hgetall(self.key("worker", worker_id)))
             jobs = await self.worker_jobs(worker_id)
             out.append(

@@ -9,6 +9,7 @@
 --   leases            zset   leased/running jobs, by lease expiry (ms)
 local P = ARGV[1]
 local LEVELS = {2, 1, 0}
+local ADMIN_INDEX_SIZE = 10000  -- newest jobs listed in the admin's index
 
 local function k(...)
   return P .. table.concat({...}, ':')
@@ -90,6 +91,7 @@ local function finish(job_id, uid, old_state, new_state, retention_s, history)
   set_state(job_id, old_state, new_state)
   redis.call('EXPIRE', job, retention_s)
   redis.call('EXPIRE', k('wf', job_id), retention_s)
+  redis.call('ZREMRANGEBYRANK', k('alljobs'), 0, -(ADMIN_INDEX_SIZE + 1))
   local ujobs = k('ujobs', uid)
   local excess = redis.call('ZCARD', ujobs) - history
   if excess > 0 then

@@ -22,4 +22,5 @@ end
 redis.call('DEL', k('wjobs', worker))
 redis.call('ZREM', k('workers'), worker)
 redis.call('HSET', k('worker', worker), 'state', 'released', 'released_at', now_ms())
+redis.call('EXPIRE', k('worker', worker), 86400)
 return released
