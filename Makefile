@@ -17,10 +17,10 @@ lint: .venv/.synced
 	$(UV) run --frozen ruff check .
 
 bench-queue: .venv/.synced
-	$(UV) run --frozen python bench/queue.py
+	$(UV) run --frozen python -m bench.queue
 
 bench-memory: .venv/.synced
-	$(UV) run --frozen python bench/memory.py
+	$(UV) run --frozen python -m bench.memory
 
 $(UV):
 	python3 -m pip install --user --quiet "uv==$(UV_VERSION)"

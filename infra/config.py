@@ -91,6 +91,11 @@ class WorkshopConfig:
         return re.sub(r"[^a-z0-9-]", "-", f"{self.project}-{self.stack}".lower()).strip("-")
 
     @property
+    def vps_platform(self) -> str:
+        """Hetzner's cax* types are Arm (Ampere); everything else is x86."""
+        return "linux/arm64" if self.vps_type.startswith("cax") else "linux/amd64"
+
+    @property
     def usernames(self) -> tuple[str, ...]:
         return tuple(f"user{i:03d}" for i in range(1, self.participants + 1))
 
@@ -298,6 +303,14 @@ def load_config(
         raise ConfigError(
             f"config key '{NAMESPACE}:r2Location' must be one of apac, eeur, enam, weur, wnam, "
             f"oc; " + _fix("r2Location", "weur")
+        )
+    admin_plain = get("adminPassword")
+    if admin_plain is not None and (not isinstance(admin_plain, str) or len(admin_plain) < 8):
+        # The queue refuses to start with a shorter one (QUEUE_ADMIN_PASSWORD, min 8).
+        raise ConfigError(
+            f"config key '{NAMESPACE}:adminPassword' must be at least 8 characters; "
+            f"run: pulumi config set --secret {NAMESPACE}:adminPassword '<password>' "
+            f"(or pulumi config rm {NAMESPACE}:adminPassword to generate one)"
         )
     manage_ssl = get("manageZoneSsl")
     return WorkshopConfig(

@@ -12,7 +12,7 @@ import pulumi_command as command
 import pulumi_docker as docker
 
 from infra.backup import (
-    FILES_DIR_CONTAINER,
+    EDGE_NETWORK,
     FILES_DIR_HOST,
     PRIVATE_NETWORK,
     Backup,
@@ -40,7 +40,12 @@ def queue_build_tag() -> str:
     """A content hash of what goes into the queue image, so the tag is never mutable."""
     h = hashlib.sha256()
     paths = [REPO_ROOT / QUEUE_DOCKERFILE, REPO_ROOT / "pyproject.toml", REPO_ROOT / "uv.lock"]
-    paths += sorted((REPO_ROOT / "services").rglob("*.py"))
+    # Everything the image COPYs (Lua scripts too), minus bytecode caches.
+    paths += sorted(
+        p
+        for p in (REPO_ROOT / "services").rglob("*")
+        if "__pycache__" not in p.parts and p.suffix != ".pyc"
+    )
     for p in paths:
         if p.is_file():
             h.update(str(p.relative_to(REPO_ROOT)).encode())
@@ -59,6 +64,7 @@ class ControlPlaneArgs:
     gateway_image: str  # digest ref, or "" (not deployed yet)
     redis_image: str
     caddy_image: str
+    platform: str  # linux/amd64 or linux/arm64, the VPS's architecture
     ssh_host: pulumi.Output[str]
     ssh_private_key_file: str
     connection: command.remote.ConnectionArgs
@@ -108,11 +114,13 @@ class ControlPlane(pulumi.ComponentResource):
                 ),
             )
 
-        # Redis lives only here: no internet, no published port.
+        # Redis lives only here: no internet, no published port, and only the queue
+        # (and the backup runner) join it. Gateway and Caddy face participants and
+        # stay on the edge network, so a compromised one still cannot reach Redis.
         self.private = docker.Network(
             "private", name=PRIVATE_NETWORK, internal=True, driver="bridge", opts=on_vps
         )
-        self.edge = docker.Network("edge", name="comfy-edge", driver="bridge", opts=on_vps)
+        self.edge = docker.Network("edge", name=EDGE_NETWORK, driver="bridge", opts=on_vps)
 
         redis_image = docker.RemoteImage(
             "redis-image", name=args.redis_image, keep_locally=True, opts=on_vps
@@ -135,7 +143,7 @@ class ControlPlane(pulumi.ComponentResource):
                 build=docker.DockerBuildArgs(
                     context=str(REPO_ROOT),
                     dockerfile=str(REPO_ROOT / QUEUE_DOCKERFILE),
-                    platform="linux/amd64",
+                    platform=args.platform,
                 ),
                 skip_push=True,
                 opts=on_vps,
@@ -180,7 +188,16 @@ class ControlPlane(pulumi.ComponentResource):
                 connection=args.connection,
                 image=self.queue_image,
                 env=env,
-                depends_on=[args.server, args.ready, self.redis, queue_image_resource],
+                server_id=args.server.id,
+                depends_on=[
+                    args.server,
+                    args.ready,
+                    self.private,
+                    self.edge,
+                    self.redis,
+                    queue_image_resource,
+                    args.r2.token,
+                ],
             ),
             opts=pulumi.ResourceOptions(parent=self),
         )
@@ -199,7 +216,6 @@ class ControlPlane(pulumi.ComponentResource):
                     f"QUEUE_USERS={v[2]}",
                     f"QUEUE_WORKER_TOKENS={v[3]}",
                     f"QUEUE_MODE={args.queue_mode}",
-                    f"QUEUE_FILES_DIR={FILES_DIR_CONTAINER}",
                 ]
             )
         )
@@ -217,11 +233,6 @@ class ControlPlane(pulumi.ComponentResource):
             ports=[
                 docker.ContainerPortArgs(
                     internal=QUEUE_PORT, external=QUEUE_PORT, ip=args.tailnet_ip
-                )
-            ],
-            volumes=[
-                docker.ContainerVolumeArgs(
-                    host_path=FILES_DIR_HOST, container_path=FILES_DIR_CONTAINER
                 )
             ],
             restart="unless-stopped",
@@ -255,7 +266,7 @@ class ControlPlane(pulumi.ComponentResource):
                     f"GATEWAY_USERS={json.dumps(list(args.usernames))}",
                     f"GATEWAY_PORT={GATEWAY_PORT}",
                 ],
-                networks_advanced=[docker.ContainerNetworksAdvancedArgs(name=self.private.name)],
+                networks_advanced=[docker.ContainerNetworksAdvancedArgs(name=self.edge.name)],
                 volumes=[
                     docker.ContainerVolumeArgs(
                         host_path=f"{FILES_DIR_HOST}/users", container_path="/data/users"
@@ -273,10 +284,7 @@ class ControlPlane(pulumi.ComponentResource):
             "proxy",
             name="caddy",
             image=caddy_image.image_id,
-            networks_advanced=[
-                docker.ContainerNetworksAdvancedArgs(name=self.edge.name),
-                docker.ContainerNetworksAdvancedArgs(name=self.private.name),
-            ],
+            networks_advanced=[docker.ContainerNetworksAdvancedArgs(name=self.edge.name)],
             ports=[
                 docker.ContainerPortArgs(internal=80, external=80),
                 docker.ContainerPortArgs(internal=443, external=443),

@@ -17,6 +17,8 @@ import pulumi_random as random
 from infra.config import GpuSettings
 from infra.storage import S3Credentials
 
+WORKER_TOKEN_PREFIX = "cqw_"  # noqa: S105 (a prefix, not a secret)
+
 
 @dataclass(frozen=True)
 class GpuHostsArgs:
@@ -35,13 +37,19 @@ class GpuHosts(pulumi.ComponentResource):
         super().__init__("comfy:workshop:GpuHosts", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
         self.names = [f"gpu-{i:02d}" for i in range(1, args.settings.count + 1)]
-        tokens = [
-            random.RandomPassword(f"worker-token-{n}", length=48, special=False, opts=child).result
+        # The queue tells worker tokens from participant JWTs by this prefix
+        # (services/queue/auth.py): a token without it is never accepted.
+        self.worker_tokens: dict[str, pulumi.Output[str]] = {
+            n: pulumi.Output.secret(
+                random.RandomPassword(
+                    f"worker-token-{n}", length=48, special=False, opts=child
+                ).result.apply(lambda t: WORKER_TOKEN_PREFIX + t)
+            )
             for n in self.names
-        ]
+        }
         self.worker_tokens_json = pulumi.Output.secret(
-            pulumi.Output.all(*tokens).apply(
-                lambda ts: json.dumps(dict(zip(self.names, ts, strict=True)), sort_keys=True)
+            pulumi.Output.all(**self.worker_tokens).apply(
+                lambda ts: json.dumps(dict(ts), sort_keys=True)
             )
         )
         self.idle_minutes = args.settings.idle_minutes

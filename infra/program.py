@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -88,6 +89,7 @@ def build(config: WorkshopConfig, opts: pulumi.ResourceOptions | None = None) ->
             gateway_image=config.gateway_image,
             redis_image=config.redis_image,
             caddy_image=config.caddy_image,
+            platform=config.vps_platform,
             ssh_host=vps.ipv4,
             ssh_private_key_file=config.ssh_private_key_file,
             connection=vps.connection,
@@ -120,6 +122,8 @@ def build(config: WorkshopConfig, opts: pulumi.ResourceOptions | None = None) ->
                 participants=pulumi.Output.all(
                     **{u: credentials.passwords[u] for u in config.usernames}
                 ),
+                # What each GPU host's worker presents to the queue (`cqw_...`).
+                workers=gpu_hosts.worker_tokens_json.apply(json.loads),
             )
         ),
         "vpsIpv4": vps.ipv4,

@@ -44,6 +44,7 @@ class S3Credentials:
 
     access_key_id: pulumi.Output[str]
     secret_access_key: pulumi.Output[str]
+    token: pulumi.Resource  # users must depend on it, so it outlives them on destroy
 
 
 def bucket_resource(account_id: str, bucket: str) -> str:
@@ -118,6 +119,7 @@ class Storage(pulumi.ComponentResource):
         )
         # R2's S3 credentials for a token: key id = token id, secret = sha256(token value).
         return S3Credentials(
+            token=token,
             access_key_id=token.id,
             secret_access_key=pulumi.Output.secret(
                 token.value.apply(lambda v: hashlib.sha256((v or "").encode()).hexdigest())

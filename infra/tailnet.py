@@ -95,6 +95,9 @@ class Tailnet(pulumi.ComponentResource):
             ephemeral=False,
             preauthorized=True,
             expiry=3600,
+            # Spent after the VPS joins: recreating it would change the user data and
+            # so replace the server on the next `up`.
+            recreate_if_invalid="never",
             tags=[TAG_VPS],
             opts=after_acl,
         )

@@ -72,8 +72,13 @@ class Vps(pulumi.ComponentResource):
         super().__init__("comfy:workshop:Vps", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
 
+        # Hetzner names are unique per project: a replacement must delete the old one first
+        # (create-before-delete would fail with "name is already used").
+        unique_name = pulumi.ResourceOptions.merge(
+            child, pulumi.ResourceOptions(delete_before_replace=True)
+        )
         keys = [
-            hcloud.SshKey(f"ssh-key-{i}", name=f"{args.prefix}-{i}", public_key=k, opts=child)
+            hcloud.SshKey(f"ssh-key-{i}", name=f"{args.prefix}-{i}", public_key=k, opts=unique_name)
             for i, k in enumerate(args.ssh_public_keys)
         ]
         self.firewall = hcloud.Firewall(
@@ -114,8 +119,12 @@ class Vps(pulumi.ComponentResource):
             public_nets=[hcloud.ServerPublicNetArgs(ipv4_enabled=True, ipv6_enabled=True)],
             user_data=user_data,
             labels={"workshop": args.prefix},
+            # Any cloud-init change replaces the server. Deleting first frees its name,
+            # and Pulumi first deletes the dependents that are replaced with it, among
+            # them the backup step (its trigger is the server id): the backup runs
+            # against the old server before that server goes.
             opts=pulumi.ResourceOptions.merge(
-                child, pulumi.ResourceOptions(additional_secret_outputs=["userData"])
+                unique_name, pulumi.ResourceOptions(additional_secret_outputs=["userData"])
             ),
         )
         self.attachment = hcloud.VolumeAttachment(
@@ -127,8 +136,14 @@ class Vps(pulumi.ComponentResource):
         )
         self.ipv4 = self.server.ipv4_address
         self.ipv6 = self.server.ipv6_address
+        # A fresh server needs a minute or two before sshd answers: retry for ~10 minutes
+        # instead of the default 10 attempts.
         self.connection = command.remote.ConnectionArgs(
-            host=self.ipv4, user="deploy", private_key=args.ssh_private_key
+            host=self.ipv4,
+            user="deploy",
+            private_key=args.ssh_private_key,
+            dial_error_limit=40,
+            per_dial_timeout=15,
         )
         # Everything on the VPS waits for this: cloud-init finished, volume mounted,
         # Docker up. Its stdout is the VPS's tailnet IPv4 address.

@@ -81,7 +81,9 @@ async def start_queue(settings: QueueSettings) -> AsyncIterator[QueueHarness]:
     app = create_app(settings)
     port = free_port()
     server = EmbeddedServer(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+        uvicorn.Config(
+            app, host="127.0.0.1", port=port, log_level="warning", timeout_graceful_shutdown=5
+        )
     )
     task = await start_server(server)
     try:

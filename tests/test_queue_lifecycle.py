@@ -43,6 +43,27 @@ async def test_submit_lease_run_complete(queue: QueueHarness) -> None:
     await worker.aclose()
 
 
+async def test_extra_data_travels_to_the_worker_but_not_into_listings(
+    queue: QueueHarness,
+) -> None:
+    alice = await queue.client("alice")
+    extra = {"extra_pnginfo": {"workflow": {"nodes": [{"id": 1}] * 50, "links": []}}}
+    job = (await alice.post("/api/jobs", json={"workflow": WORKFLOW, "extra_data": extra})).json()
+    assert "extra_data" not in job
+    assert "extra_data" not in (await alice.get("/api/jobs")).json()[0]
+    full = (await alice.get(f"/api/jobs/{job['id']}?workflow=true")).json()
+    assert full["workflow"] == WORKFLOW and full["extra_data"] == extra
+    worker = await WorkerClient.register(queue, "w0")
+    lease = await worker.lease()
+    assert lease["workflow"] == WORKFLOW and lease["extra_data"] == extra
+    plain = (await alice.post("/api/jobs", json={"workflow": WORKFLOW})).json()
+    await worker.call(job["id"], "complete", lease["lease_id"], outputs={})
+    second = await worker.lease()
+    assert second["job"]["id"] == plain["id"] and second["extra_data"] is None
+    await alice.aclose()
+    await worker.aclose()
+
+
 async def test_graph_error_fails_without_retry(queue: QueueHarness) -> None:
     alice = await queue.client("alice")
     job = (await alice.post("/api/jobs", json={"workflow": WORKFLOW})).json()
@@ -119,5 +140,31 @@ async def test_cancel_queued_and_running(queue: QueueHarness) -> None:
     assert (await alice.get(f"/api/jobs/{first['id']}")).json()["state"] == "cancelled"
     r = await alice.post(f"/api/jobs/{first['id']}/cancel")
     assert r.status_code == 409
+    await alice.aclose()
+    await worker.aclose()
+
+
+async def test_complete_folded_into_the_next_lease(queue: QueueHarness) -> None:
+    alice = await queue.client("alice")
+    first = (await alice.post("/api/jobs", json={"workflow": WORKFLOW})).json()
+    second = (await alice.post("/api/jobs", json={"workflow": WORKFLOW})).json()
+    worker = await WorkerClient.register(queue, "w0")
+    lease = await worker.lease()
+    outputs = {"2": {"images": [{"filename": "a.png"}]}}
+    r = await worker.http.post("/api/worker/lease", json={
+        "worker_id": worker.worker_id, "wait_s": 0,
+        "complete": {"job_id": first["id"], "lease_id": lease["lease_id"], "outputs": outputs},
+    })
+    assert r.status_code == 200 and r.json()["lease"]["job"]["id"] == second["id"]
+    done = (await alice.get(f"/api/jobs/{first['id']}")).json()
+    assert done["state"] == "succeeded" and done["outputs"] == outputs
+    # A refused completion takes no new lease.
+    third = (await alice.post("/api/jobs", json={"workflow": WORKFLOW})).json()
+    r = await worker.http.post("/api/worker/lease", json={
+        "worker_id": worker.worker_id, "wait_s": 0,
+        "complete": {"job_id": first["id"], "lease_id": lease["lease_id"]},
+    })
+    assert r.status_code == 409 and "lease lost" in r.json()["detail"]
+    assert (await alice.get(f"/api/jobs/{third['id']}")).json()["state"] == "queued"
     await alice.aclose()
     await worker.aclose()

@@ -41,8 +41,8 @@ async def test_metrics_report_states_histograms_and_workers(queue: QueueHarness)
 
 async def test_ready_fails_when_redis_is_gone(make_queue: MakeQueue) -> None:
     async with make_queue() as queue:
-        await queue.app.state.store.redis.aclose()
-        queue.app.state.store.redis = aioredis.Redis(port=1)  # nothing listens there
+        await queue.app.state.ctx.store.redis.aclose()
+        queue.app.state.ctx.store.redis = aioredis.Redis(port=1)  # nothing listens there
         async with httpx.AsyncClient(base_url=queue.base_url) as http:
             r = await http.get("/api/ready")
             assert r.status_code == 503 and "redis unreachable" in r.json()["detail"]

@@ -15,6 +15,7 @@ from redis.exceptions import RedisError
 
 from services.queue.api import admin, jobs, ops, workers
 from services.queue.auth import Authenticator
+from services.queue.context import QueueContext
 from services.queue.events import EventHub
 from services.queue.limits import BodySizeLimit
 from services.queue.logging import configure_logging
@@ -59,11 +60,7 @@ def create_app(settings: QueueSettings | None = None) -> FastAPI:
         hub = EventHub(Redis.from_url(settings.redis_url), store.key("events"))
         await auth.seed()
         await hub.start()
-        app.state.settings = settings
-        app.state.store = store
-        app.state.auth = auth
-        app.state.hub = hub
-        app.state.metrics = QueueMetrics()
+        app.state.ctx = QueueContext(settings, store, auth, hub, QueueMetrics())
         reaper = asyncio.create_task(_reap_forever(store, settings.reap_interval_s))
         log.info("queue service started", mode=settings.mode, redis=settings.redis_url)
         try:

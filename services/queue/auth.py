@@ -79,6 +79,8 @@ class Authenticator:
         self._secret = settings.token_secret.get_secret_value()
         self._worker_cache: dict[str, tuple[str | None, float]] = {}
         self._basic_cache: dict[bytes, float] = {}
+        # Verified session tokens, until they expire: a signature check per request adds up.
+        self._token_cache: dict[str, tuple[Principal, float]] = {}
         self._users_key = settings.key_prefix + "users"
         self._wtokens_key = settings.key_prefix + "wtokens"
 
@@ -197,13 +199,20 @@ class Authenticator:
             if name is None:
                 raise _unauthorized("unknown or revoked worker token")
             return Principal(id=name, role=None, is_worker=True)
+        cached = self._token_cache.get(token)
+        if cached is not None and cached[1] > time.time():
+            return cached[0]
         try:
             claims = jwt.decode(token, self._secret, algorithms=["HS256"])
         except jwt.ExpiredSignatureError as exc:
             raise _unauthorized("token expired: log in again at /api/auth/token") from exc
         except jwt.InvalidTokenError as exc:
             raise _unauthorized("invalid token") from exc
-        return Principal(id=claims["sub"], role=Role(claims["role"]))
+        principal = Principal(id=claims["sub"], role=Role(claims["role"]))
+        if len(self._token_cache) > 10_000:
+            self._token_cache.clear()
+        self._token_cache[token] = (principal, float(claims["exp"]))
+        return principal
 
     async def _basic(self, credentials: str) -> Principal:
         """Basic auth (the gateway forwards the browser's). A password check costs tens of
@@ -230,36 +239,34 @@ class Authenticator:
 _DUMMY_HASH = hash_password(secrets.token_hex(8))
 
 
-async def _authenticator(request: Request) -> Authenticator:
-    return request.app.state.auth  # type: ignore[no-any-return]
-
-
-async def current_principal(
-    request: Request, auth: Annotated[Authenticator, Depends(_authenticator)]
-) -> Principal:
+async def _principal(request: Request) -> Principal:
+    auth: Authenticator = request.app.state.ctx.auth
     return await auth.authenticate(request.headers.get("authorization"), None)
 
 
-async def require_person(principal: Annotated[Principal, Depends(current_principal)]) -> Principal:
+async def require_person(request: Request) -> Principal:
+    principal = await _principal(request)
     if principal.is_worker:
         raise HTTPException(status.HTTP_403_FORBIDDEN, "worker tokens may not use this endpoint")
     return principal
 
 
-async def require_admin(principal: Annotated[Principal, Depends(current_principal)]) -> Principal:
+async def require_admin(request: Request) -> Principal:
+    principal = await _principal(request)
     if not principal.is_admin:
         raise HTTPException(status.HTTP_403_FORBIDDEN, "admin only")
     return principal
 
 
-async def require_worker(principal: Annotated[Principal, Depends(current_principal)]) -> Principal:
+async def require_worker(request: Request) -> Principal:
+    principal = await _principal(request)
     if not principal.is_worker:
         raise HTTPException(status.HTTP_403_FORBIDDEN, "worker token required")
     return principal
 
 
 async def websocket_principal(websocket: WebSocket) -> Principal:
-    auth: Authenticator = websocket.app.state.auth
+    auth: Authenticator = websocket.app.state.ctx.auth
     return await auth.authenticate(
         websocket.headers.get("authorization"), websocket.query_params.get("token")
     )

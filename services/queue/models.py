@@ -45,11 +45,11 @@ class Job(BaseModel):
     cancel_requested: bool = False
     position: int | None = Field(default=None, description="1-based estimate while queued")
     client_id: str | None = None
-    extra_data: dict[str, Any] | None = None
 
 
 class JobWithWorkflow(Job):
     workflow: dict[str, Any] | None = None
+    extra_data: dict[str, Any] | None = None
 
 
 class SubmitRequest(BaseModel):
@@ -70,6 +70,16 @@ class LeasedJob(BaseModel):
     lease_id: str
     lease_ttl_s: float
     workflow: dict[str, Any]
+    extra_data: dict[str, Any] | None = Field(
+        default=None, description="as submitted, e.g. extra_pnginfo for the saved PNGs"
+    )
+
+
+class LeaseResponse(BaseModel):
+    lease: LeasedJob | None = None
+    cancel: list[str] = Field(
+        default_factory=list, description="jobs this worker holds whose owner cancelled them"
+    )
 
 
 class WorkerRegistration(BaseModel):
@@ -93,8 +103,23 @@ class WorkerRef(BaseModel):
     worker_id: str
 
 
+class Finished(BaseModel):
+    """A job the worker finished, reported together with its next lease request."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    job_id: str
+    lease_id: str
+    outputs: dict[str, Any] = Field(default_factory=dict)
+
+
 class LeaseRequest(WorkerRef):
     wait_s: float = Field(default=20.0, ge=0)
+    complete: Finished | None = Field(
+        default=None,
+        description="record this job's success first (as /jobs/{id}/complete would), then "
+        "lease the next: one round trip between jobs instead of two",
+    )
 
 
 class LeaseRef(WorkerRef):

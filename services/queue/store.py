@@ -15,7 +15,7 @@ from typing import Any
 import orjson
 from redis.asyncio import Redis
 
-from services.queue.models import Job, JobState, LeasedJob, WorkerInfo
+from services.queue.models import Job, JobState, WorkerInfo
 from services.queue.scripts import Scripts, load_scripts
 from services.queue.settings import Mode, QueueSettings
 
@@ -51,6 +51,17 @@ class JobFinished(Exception):
 
 
 @dataclass(frozen=True)
+class Claim:
+    """A lease call's outcome. The workflow stays serialized: it goes to the worker as is."""
+
+    cancel: list[str]
+    job: Job | None = None
+    lease_id: str = ""
+    workflow_json: bytes = b""
+    extra_data_json: bytes | None = None
+
+
+@dataclass(frozen=True)
 class Completion:
     """Timestamps of a finished job, for the wait and run-time histograms."""
 
@@ -70,8 +81,11 @@ def _decode_hash(raw: dict[bytes, bytes] | list[bytes]) -> dict[str, str]:
     return {k.decode(): v.decode() for k, v in raw.items()}
 
 
-def encode_workflow(workflow: dict[str, Any]) -> bytes:
-    return zlib.compress(orjson.dumps(workflow), 1)
+async def _compress(raw: bytes) -> bytes:
+    """Fast zlib; large documents are compressed off the event loop."""
+    if len(raw) > _OFFLOAD_BYTES:
+        return await asyncio.to_thread(zlib.compress, raw, 1)
+    return zlib.compress(raw, 1)
 
 
 def decode_workflow(blob: bytes) -> dict[str, Any]:
@@ -106,7 +120,6 @@ def job_from_hash(fields: dict[str, str], position: int | None = None) -> Job:
         cancel_requested=fields.get("cancel_requested") == "1",
         position=position if fields["state"] == JobState.QUEUED else None,
         client_id=meta.get("client_id"),
-        extra_data=meta.get("extra_data"),
     )
 
 
@@ -129,27 +142,28 @@ class JobStore:
         user: str,
         level: int,
         workflow: dict[str, Any],
-        meta: dict[str, Any] | None = None,
+        client_id: str | None = None,
+        extra_data: dict[str, Any] | None = None,
     ) -> Job:
         """Queue a workflow; raise QueueFull past the user's queued-job limit."""
-        raw = orjson.dumps(workflow)
-        if len(raw) > _OFFLOAD_BYTES:
-            blob = await asyncio.to_thread(zlib.compress, raw, 1)
-        else:
-            blob = zlib.compress(raw, 1)
+        workflow_blob = await _compress(orjson.dumps(workflow))
+        extra_blob = await _compress(orjson.dumps(extra_data)) if extra_data else b""
         job_id = uuid.uuid4().hex
         s = self.settings
-        status, value, *_ = await self.scripts.submit(
+        status, value, *rest = await self.scripts.submit(
             args=[
                 self.prefix, job_id, user, level, s.max_queued_per_user,
-                s.max_running_per_user, blob, orjson.dumps(meta or {}), s.events_maxlen,
+                s.max_running_per_user, workflow_blob, orjson.dumps({"client_id": client_id}),
+                s.events_maxlen, extra_blob, s.mode,
             ]
         )
         if _text(status) == "limit":
             raise QueueFull(int(value))
-        job = await self.get(job_id)
-        assert job is not None
-        return job
+        queued_at, position = rest
+        return Job(
+            id=job_id, user=user, state=JobState.QUEUED, priority=level, attempt=0,
+            queued_at=int(queued_at), position=int(position), client_id=client_id,
+        )
 
     async def get(self, job_id: str, user: str | None = None) -> Job | None:
         """One job (with its queue position), or None; `user` restricts to that owner."""
@@ -164,9 +178,15 @@ class JobStore:
             (position,) = await self.positions([job_id])
         return job_from_hash(fields, position)
 
-    async def get_workflow(self, job_id: str) -> dict[str, Any] | None:
-        blob = await self.redis.get(self.key("wf", job_id))
-        return decode_workflow(blob) if blob else None
+    async def get_payload(
+        self, job_id: str
+    ) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+        """The job's workflow and extra_data (kept apart from the record: they can be large)."""
+        workflow, extra = await self.redis.mget(self.key("wf", job_id), self.key("xd", job_id))
+        return (
+            decode_workflow(workflow) if workflow else None,
+            decode_workflow(extra) if extra else None,
+        )
 
     async def list_jobs(self, user: str | None, limit: int = 50) -> list[Job]:
         """Most recent jobs first: one user's history, or everyone's for an admin."""
@@ -220,8 +240,9 @@ class JobStore:
             pipe.zadd(self.key("workers"), {worker_id: now_ms})
             await pipe.execute()
 
-    async def claim(self, worker_id: str) -> LeasedJob | None:
-        """Lease the next job by the current mode, or None when nothing is ready."""
+    async def claim(self, worker_id: str) -> Claim:
+        """Lease the next job by the current mode (if any is ready), and tell the worker
+        which of its jobs were cancelled meanwhile."""
         s = self.settings
         lease_id = uuid.uuid4().hex
         result = await self.scripts.claim(
@@ -230,15 +251,15 @@ class JobStore:
                 s.mode, s.events_maxlen,
             ]
         )
-        if result is None:
-            return None
-        fields = _decode_hash(result[0])
-        job = job_from_hash(fields)
-        return LeasedJob(
-            job=job,
+        cancel = sorted(_text(c) or "" for c in result[0])
+        if len(result) == 1:
+            return Claim(cancel=cancel)
+        return Claim(
+            cancel=cancel,
+            job=job_from_hash(_decode_hash(result[1])),
             lease_id=lease_id,
-            lease_ttl_s=s.lease_ttl_s,
-            workflow=decode_workflow(result[1]),
+            workflow_json=zlib.decompress(result[2]),
+            extra_data_json=zlib.decompress(result[3]) if result[3] else None,
         )
 
     async def start(self, job_id: str, lease_id: str) -> bool:

@@ -34,8 +34,10 @@ class Registration:
     protect: bool = False
     retain_on_delete: bool = False
     delete_before_replace: bool = False
+    replace_on_changes: list[str] = field(default_factory=list)
     additional_secret_outputs: list[str] = field(default_factory=list)
     secret_inputs: set[str] = field(default_factory=set)  # inputs that arrived as secrets
+    id: str | None = None  # the id the mocks gave it
 
     @property
     def key(self) -> str:
@@ -75,6 +77,7 @@ class RecordingMocks(Mocks):
 
     def __init__(self) -> None:
         self.inputs: dict[str, MockResourceArgs] = {}
+        self.ids: dict[str, str] = {}
         self._next = 1000
 
     def new_resource(self, args: MockResourceArgs):
@@ -98,9 +101,12 @@ class RecordingMocks(Mocks):
                 "origin-csr": "-----BEGIN CERTIFICATE REQUEST-----\nMOCK\n",
             }.get(args.name, "")
         elif t == "random:index/randomPassword:RandomPassword":
-            state |= {"result": f"pw-{args.name}-SECRET", "bcryptHash": f"$2a$10$hash{args.name}"}
+            # As long as asked for (the queue checks minimum lengths), and recognisable.
+            result = f"pw-{args.name}-SECRET".ljust(int(args.inputs.get("length", 0)), "x")
+            state |= {"result": result, "bcryptHash": f"$2a$10$hash{args.name}"}
         elif t == "docker:index/remoteImage:RemoteImage":
             state["imageId"] = "sha256:" + "a" * 64
+        self.ids[f"{args.typ}::{args.name}"] = rid
         return rid, state
 
     def call(self, args: MockCallArgs):
@@ -174,6 +180,7 @@ def run_program(config: WorkshopConfig) -> Stack:
             protect=bool(o.protect),
             retain_on_delete=bool(o.retain_on_delete),
             delete_before_replace=bool(o.delete_before_replace),
+            replace_on_changes=list(o.replace_on_changes or []),
             additional_secret_outputs=list(o.additional_secret_outputs or []),
         )
         recorded[id(args.resource)] = reg
@@ -209,6 +216,7 @@ def run_program(config: WorkshopConfig) -> Stack:
             reg.parent = key_of(o.parent)
         if o.provider is not None and id(o.provider) in recorded:
             reg.provider = key_of(o.provider)
+        reg.id = mocks.ids.get(reg.key)
         seen = mocks.inputs.get(reg.key)
         if seen is not None:
             raw = json.loads(json.dumps(seen.inputs, default=str))

@@ -51,6 +51,7 @@ def test_defaults_and_frozen(tmp_path):
             "user001..user020",
         ),
         ({"r2Location": "mars"}, "workshop:r2Location", "pulumi config set workshop:r2Location"),
+        ({"adminPassword": "short"}, "workshop:adminPassword", "pulumi config set --secret"),
     ],
 )
 def test_bad_key_names_key_and_fix(tmp_path, override, key, hint):

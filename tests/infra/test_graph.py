@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from services.queue.settings import QueueSettings
 from tests.infra.harness import ACCOUNT, make_config, run_program
 
 SERVER = "hcloud:index/server:Server"
@@ -82,10 +83,25 @@ def test_restore_before_queue_and_backup_before_server_goes(stack):
     assert "services.backup restore" in step.inputs["create"]
     assert "services.backup backup" in step.inputs["delete"]
     assert step.delete_before_replace
-    # Pulumi deletes dependents first: since the step depends on the server and Redis,
-    # its delete (the backup) runs while both still exist.
-    assert f"{SERVER}::server" in s.ancestors(step.key)
-    assert f"{CONTAINER}::redis" in s.ancestors(step.key)
+    # An update (new image, new credentials) must not restore over live data.
+    assert "services.backup" not in step.inputs["update"]
+    assert step.inputs["update"].endswith("cat > /srv/comfy/backup.env\n")
+    # A new server (empty Redis) replaces the step: backup on the old, restore on the new.
+    assert "triggers" in step.replace_on_changes
+    assert step.inputs["triggers"] == [s.one(SERVER, "server").id]
+    # Pulumi deletes dependents first: since the step depends on the server, Redis, both
+    # networks and the R2 token, its delete (the backup) runs while they all still exist.
+    for needed in (
+        f"{SERVER}::server",
+        f"{CONTAINER}::redis",
+        "docker:index/network:Network::private",
+        "docker:index/network:Network::edge",
+        "cloudflare:index/apiToken:ApiToken::r2-token-vps",
+    ):
+        assert needed in s.ancestors(step.key), needed
+    # Hetzner names are unique: the server and its keys are replaced delete-first.
+    assert s.one(SERVER, "server").delete_before_replace
+    assert all(k.delete_before_replace for k in s.of_type("hcloud:index/sshKey:SshKey"))
     # The queue depends on the step: restored before it starts, stopped before the backup.
     assert step.key in s.ancestors(f"{CONTAINER}::queue")
     assert f"{CONTAINER}::queue" in s.ancestors(f"{CONTAINER}::proxy")
@@ -98,15 +114,29 @@ def test_redis_is_private_and_persistent(stack):
     assert [n["name"] for n in redis.inputs["networksAdvanced"]] == ["comfy-private"]
     net = s.one("docker:index/network:Network", "private")
     assert net.inputs["internal"] is True
+    # Only the queue shares Redis's network; the participant-facing proxy does not.
+    on_private = {
+        c.name
+        for c in s.of_type(CONTAINER)
+        if "comfy-private" in [n["name"] for n in c.inputs["networksAdvanced"]]
+    }
+    assert on_private == {"redis", "queue"}
     conf = redis.inputs["uploads"][0]["content"]
     assert "appendonly yes" in conf and "appendfsync everysec" in conf
     assert redis.inputs["volumes"] == [{"hostPath": "/mnt/data/redis", "containerPath": "/data"}]
 
 
-def test_queue_env_contract_and_tailnet_only_port(stack):
+def test_queue_env_contract_and_tailnet_only_port(stack, monkeypatch):
     s, n = stack
     queue = s.one(CONTAINER, "queue")
     env = dict(e.split("=", 1) for e in queue.inputs["envs"])
+    # The queue's own settings class accepts exactly this environment.
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    settings = QueueSettings()
+    assert set(env) <= {f"QUEUE_{f.upper()}" for f in QueueSettings.model_fields}
+    assert len(settings.users) == n
+    assert settings.admin_password.get_secret_value() == s.outputs["credentials"]["admin"]
     assert env["QUEUE_REDIS_URL"] == "redis://redis:6379/0"
     assert env["QUEUE_MODE"] == "fair"
     users = json.loads(env["QUEUE_USERS"])
@@ -135,10 +165,29 @@ def test_gateway_deployed_when_image_configured(tmp_path):
     ref = "ghcr.io/example/gateway@sha256:" + "b" * 64
     s = run_program(make_config(tmp_path, gatewayImage=ref))
     gw = s.one(CONTAINER, "gateway")
-    assert [n["name"] for n in gw.inputs["networksAdvanced"]] == ["comfy-private"]
+    assert [n["name"] for n in gw.inputs["networksAdvanced"]] == ["comfy-edge"]
     assert f"{CMD}::cloud-init-done" in s.ancestors(gw.key)
     assert gw.key in s.ancestors(f"{CONTAINER}::proxy")
     assert s.one("docker:index/remoteImage:RemoteImage", "gateway-image").inputs["name"] == ref
+
+
+def test_worker_tokens_reach_queue_with_prefix(tmp_path, monkeypatch):
+    s = run_program(make_config(tmp_path, gpu={"count": 2, "hourlyEur": 1.0}))
+    env = dict(e.split("=", 1) for e in s.one(CONTAINER, "queue").inputs["envs"])
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    tokens = {k: v.get_secret_value() for k, v in QueueSettings().worker_tokens.items()}
+    assert set(tokens) == {"gpu-01", "gpu-02"}
+    # services/queue/auth.py treats only `cqw_...` bearer tokens as worker tokens.
+    assert all(t.startswith("cqw_") and len(t) > 40 for t in tokens.values())
+    assert s.outputs["credentials"]["workers"] == tokens
+    assert "credentials" in s.secret_outputs
+
+
+def test_arm_server_builds_arm_image(tmp_path):
+    s = run_program(make_config(tmp_path, vpsType="cax11"))
+    built = s.one("docker:index/image:Image", "queue-image")
+    assert built.inputs["build"]["platform"] == "linux/arm64"
 
 
 def test_pulled_queue_image_replaces_build(tmp_path):

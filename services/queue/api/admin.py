@@ -7,7 +7,7 @@ import asyncio
 from fastapi import APIRouter, HTTPException, Query, status
 from pydantic import BaseModel
 
-from services.queue.api.deps import Auth, Store
+from services.queue.api.deps import Ctx
 from services.queue.auth import Admin, hash_password
 from services.queue.models import (
     Job,
@@ -32,11 +32,11 @@ class Overview(BaseModel):
 
 
 @router.get("/overview", response_model=Overview)
-async def overview(_: Admin, store: Store) -> Overview:
-    live, totals = await store.counts()
-    workers = await store.workers()
+async def overview(_: Admin, ctx: Ctx) -> Overview:
+    live, totals = await ctx.store.counts()
+    workers = await ctx.store.workers()
     return Overview(
-        mode=await store.get_mode(),
+        mode=await ctx.store.get_mode(),
         jobs={state: live.get(state, 0) for state in ("queued", "leased", "running")},
         finished=totals,
         workers_alive=sum(w.state == "alive" for w in workers),
@@ -45,65 +45,65 @@ async def overview(_: Admin, store: Store) -> Overview:
 
 
 @router.get("/mode", response_model=ModeBody)
-async def get_mode(_: Admin, store: Store) -> ModeBody:
-    return ModeBody(mode=await store.get_mode())
+async def get_mode(_: Admin, ctx: Ctx) -> ModeBody:
+    return ModeBody(mode=await ctx.store.get_mode())
 
 
 @router.put("/mode", response_model=ModeBody)
-async def set_mode(body: ModeBody, _: Admin, store: Store) -> ModeBody:
+async def set_mode(body: ModeBody, _: Admin, ctx: Ctx) -> ModeBody:
     """Switch scheduling for every replica at once; takes effect at the next lease."""
-    await store.set_mode(body.mode)
+    await ctx.store.set_mode(body.mode)
     return body
 
 
 @router.get("/jobs", response_model=list[Job])
 async def all_jobs(
     _: Admin,
-    store: Store,
+    ctx: Ctx,
     user: str | None = None,
     limit: int = Query(default=100, ge=1, le=1000),
 ) -> list[Job]:
-    return await store.list_jobs(user, limit)
+    return await ctx.store.list_jobs(user, limit)
 
 
 @router.get("/workers", response_model=list[WorkerInfo])
-async def workers(_: Admin, store: Store) -> list[WorkerInfo]:
-    return await store.workers()
+async def workers(_: Admin, ctx: Ctx) -> list[WorkerInfo]:
+    return await ctx.store.workers()
 
 
 @router.get("/users", response_model=list[UserOut])
-async def users(_: Admin, auth: Auth) -> list[UserOut]:
-    return [UserOut(id=u, role=r) for u, r in sorted((await auth.list_users()).items())]
+async def users(_: Admin, ctx: Ctx) -> list[UserOut]:
+    return [UserOut(id=u, role=r) for u, r in sorted((await ctx.auth.list_users()).items())]
 
 
 @router.put("/users/{uid}", response_model=UserOut)
-async def put_user(uid: str, body: UserBody, _: Admin, auth: Auth) -> UserOut:
+async def put_user(uid: str, body: UserBody, _: Admin, ctx: Ctx) -> UserOut:
     """Create a user or reset their password and role."""
     try:
         validate_user_id(uid)
     except ValueError as exc:
         raise HTTPException(status.HTTP_400_BAD_REQUEST, str(exc)) from exc
-    await auth.set_user(uid, await asyncio.to_thread(hash_password, body.password), body.role)
+    await ctx.auth.set_user(uid, await asyncio.to_thread(hash_password, body.password), body.role)
     return UserOut(id=uid, role=body.role)
 
 
 @router.delete("/users/{uid}", status_code=status.HTTP_204_NO_CONTENT)
-async def delete_user(uid: str, _: Admin, auth: Auth) -> None:
+async def delete_user(uid: str, _: Admin, ctx: Ctx) -> None:
     if uid == "admin":
         raise HTTPException(status.HTTP_400_BAD_REQUEST, "the admin user cannot be deleted")
-    if not await auth.delete_user(uid):
+    if not await ctx.auth.delete_user(uid):
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"unknown user {uid!r}")
 
 
 @router.post("/worker-tokens", response_model=WorkerTokenResponse, status_code=201)
 async def create_worker_token(
-    body: WorkerTokenRequest, _: Admin, auth: Auth
+    body: WorkerTokenRequest, _: Admin, ctx: Ctx
 ) -> WorkerTokenResponse:
     """Issue a token for one worker host (replacing any earlier token of that name)."""
-    return WorkerTokenResponse(name=body.name, token=await auth.create_worker_token(body.name))
+    return WorkerTokenResponse(name=body.name, token=await ctx.auth.create_worker_token(body.name))
 
 
 @router.delete("/worker-tokens/{name}", status_code=status.HTTP_204_NO_CONTENT)
-async def revoke_worker_token(name: str, _: Admin, auth: Auth) -> None:
-    if not await auth.revoke_worker_token(name):
+async def revoke_worker_token(name: str, _: Admin, ctx: Ctx) -> None:
+    if not await ctx.auth.revoke_worker_token(name):
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no worker token named {name!r}")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, HTTPException, Query, status
 
-from services.queue.api.deps import Auth, Metrics, Settings, Store
+from services.queue.api.deps import Ctx
 from services.queue.auth import Person
 from services.queue.graph import GraphError, validate_workflow
 from services.queue.models import Job, JobWithWorkflow, SubmitRequest
@@ -16,12 +16,7 @@ router = APIRouter(prefix="/api/jobs", tags=["jobs"])
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=Job)
 async def submit_job(
-    body: SubmitRequest,
-    who: Person,
-    store: Store,
-    auth: Auth,
-    settings: Settings,
-    metrics: Metrics,
+    body: SubmitRequest, who: Person, ctx: Ctx
 ) -> Job:
     """Queue an API-format workflow for the caller (admins may name another user)."""
     try:
@@ -32,55 +27,55 @@ async def submit_job(
     if body.user is not None and body.user != who.id:
         if not who.is_admin:
             raise HTTPException(status.HTTP_403_FORBIDDEN, "only admins may submit for others")
-        record = await auth.get_user(body.user)
+        record = await ctx.auth.get_user(body.user)
         if record is None:
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"unknown user {body.user!r}")
         user, level = body.user, ROLE_LEVEL[record[1]]
-    meta = {"client_id": body.client_id, "extra_data": body.extra_data}
     try:
-        return await store.submit(user, level, body.workflow, meta)
+        return await ctx.store.submit(user, level, body.workflow, body.client_id, body.extra_data)
     except QueueFull as exc:
-        metrics.requests_rejected.labels("queued_limit").inc()
+        ctx.metrics.requests_rejected.labels("queued_limit").inc()
         raise HTTPException(
             status.HTTP_429_TOO_MANY_REQUESTS,
             f"{user} already has {exc.queued} queued jobs (limit "
-            f"{settings.max_queued_per_user}); wait for some to finish or cancel one",
+            f"{ctx.settings.max_queued_per_user}); wait for some to finish or cancel one",
         ) from exc
 
 
 @router.get("", response_model=list[Job])
 async def list_jobs(
-    who: Person, store: Store, limit: int = Query(default=50, ge=1, le=500)
+    who: Person, ctx: Ctx, limit: int = Query(default=50, ge=1, le=500)
 ) -> list[Job]:
     """The caller's recent jobs, newest first."""
-    return await store.list_jobs(who.id, limit)
+    return await ctx.store.list_jobs(who.id, limit)
 
 
 @router.get("/{job_id}", response_model=JobWithWorkflow, response_model_exclude_none=True)
 async def get_job(
-    job_id: str, who: Person, store: Store, workflow: bool = False
+    job_id: str, who: Person, ctx: Ctx, workflow: bool = False
 ) -> JobWithWorkflow:
-    job = await store.get(job_id, None if who.is_admin else who.id)
+    """One job; with ``?workflow=true`` also its workflow and extra_data."""
+    job = await ctx.store.get(job_id, None if who.is_admin else who.id)
     if job is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no job {job_id!r}")
     out = JobWithWorkflow(**job.model_dump())
     if workflow:
-        out.workflow = await store.get_workflow(job_id)
+        out.workflow, out.extra_data = await ctx.store.get_payload(job_id)
     return out
 
 
 @router.post("/{job_id}/cancel", response_model=Job)
-async def cancel_job(job_id: str, who: Person, store: Store) -> Job:
+async def cancel_job(job_id: str, who: Person, ctx: Ctx) -> Job:
     """A queued job is cancelled at once; a running one is stopped by its worker shortly."""
     try:
-        await store.cancel(job_id, None if who.is_admin else who.id)
+        await ctx.store.cancel(job_id, None if who.is_admin else who.id)
     except JobNotFound as exc:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no job {job_id!r}") from exc
     except JobFinished as exc:
         raise HTTPException(
             status.HTTP_409_CONFLICT, f"job {job_id!r} already ended ({exc.state})"
         ) from exc
-    job = await store.get(job_id)
+    job = await ctx.store.get(job_id)
     if job is None:  # expired between the two calls
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no job {job_id!r}")
     return job

@@ -6,11 +6,11 @@ import asyncio
 import contextlib
 import re
 
-from fastapi import APIRouter, HTTPException, Request, Response, WebSocket, WebSocketDisconnect
+from fastapi import APIRouter, HTTPException, Response, WebSocket, WebSocketDisconnect
 from pydantic import BaseModel
 from redis.exceptions import RedisError
 
-from services.queue.api.deps import Auth, Metrics, Store
+from services.queue.api.deps import Ctx
 from services.queue.auth import Admin, Person, websocket_principal
 from services.queue.events import EventHub
 from services.queue.models import TokenRequest, TokenResponse
@@ -30,12 +30,10 @@ class Me(BaseModel):
 
 
 @router.post("/auth/token", response_model=TokenResponse)
-async def token(body: TokenRequest, auth: Auth, request: Request) -> TokenResponse:
+async def token(body: TokenRequest, ctx: Ctx) -> TokenResponse:
     """Exchange a username and password for a bearer token."""
-    access, role = await auth.login(body.username, body.password)
-    return TokenResponse(
-        access_token=access, expires_in=request.app.state.settings.token_ttl_s, role=role
-    )
+    access, role = await ctx.auth.login(body.username, body.password)
+    return TokenResponse(access_token=access, expires_in=ctx.settings.token_ttl_s, role=role)
 
 
 @router.get("/me", response_model=Me)
@@ -51,19 +49,19 @@ async def health() -> Status:
 
 
 @router.get("/ready", response_model=Status)
-async def ready(store: Store) -> Status:
+async def ready(ctx: Ctx) -> Status:
     """Readiness: Redis answers. Public on purpose, for load balancers and Docker."""
     try:
-        await store.redis.ping()
+        await ctx.store.redis.ping()
     except (RedisError, OSError) as exc:
         raise HTTPException(503, f"redis unreachable: {exc}") from exc
     return Status(status="ready")
 
 
 @router.get("/metrics", response_class=Response)
-async def metrics(_: Admin, store: Store, m: Metrics) -> Response:
+async def metrics(_: Admin, ctx: Ctx) -> Response:
     """Prometheus text format; scrape with an admin token."""
-    return Response(await m.render(store), media_type="text/plain; version=0.0.4")
+    return Response(await ctx.metrics.render(ctx.store), media_type="text/plain; version=0.0.4")
 
 
 @router.websocket("/events")
@@ -80,7 +78,7 @@ async def events(websocket: WebSocket) -> None:
     if who.is_worker:
         await websocket.close(code=4403, reason="workers have no event stream")
         return
-    hub: EventHub = websocket.app.state.hub
+    hub: EventHub = websocket.app.state.ctx.hub
     since = websocket.query_params.get("since")
     if since is not None and not _EVENT_ID.fullmatch(since):
         await websocket.close(code=4400, reason="since must be an event id like 1700000000000-0")

@@ -3,26 +3,29 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
-from fastapi import APIRouter, HTTPException, status
+import orjson
+from fastapi import APIRouter, HTTPException, Response, status
 from pydantic import BaseModel
 
-from services.queue.api.deps import Hub, Metrics, Settings, Store
+from services.queue.api.deps import Ctx
 from services.queue.auth import Principal, Worker
+from services.queue.context import QueueContext
 from services.queue.models import (
     CancelFlag,
     CompleteRequest,
     FailRequest,
     HeartbeatRequest,
     HeartbeatResponse,
-    LeasedJob,
     LeaseRef,
     LeaseRequest,
+    LeaseResponse,
     ProgressRequest,
     WorkerRef,
     WorkerRegistration,
 )
-from services.queue.store import JobNotFound, JobStore, LeaseLost
+from services.queue.store import Claim, JobNotFound, LeaseLost
 
 router = APIRouter(prefix="/api/worker", tags=["worker"])
 
@@ -31,11 +34,6 @@ class RegisterResponse(BaseModel):
     worker_id: str
     lease_ttl_s: float
     lease_wait_max_s: float
-
-
-class LeaseResponse(BaseModel):
-    lease: LeasedJob | None = None
-    cancel: list[str] = []
 
 
 class Released(BaseModel):
@@ -59,102 +57,112 @@ def _lease_lost(job_id: str) -> HTTPException:
     )
 
 
-async def _cancel_flags(store: JobStore, worker_id: str) -> list[str]:
-    held = await store.worker_jobs(worker_id)
-    if not held:
-        return []
-    flags = [await store.redis.hget(store.key("job", j), "cancel_requested") for j in held]
-    return sorted(j for j, f in zip(held, flags, strict=True) if f == b"1")
+def _lease_response(claim: Claim, lease_ttl_s: float) -> Response:
+    """Serialize once: the workflow goes to the worker exactly as stored, unparsed."""
+    body: dict[str, Any] = {"cancel": claim.cancel}
+    if claim.job is not None:
+        body["lease"] = {
+            "job": claim.job.model_dump(),
+            "lease_id": claim.lease_id,
+            "lease_ttl_s": lease_ttl_s,
+            "workflow": orjson.Fragment(claim.workflow_json),
+            "extra_data": orjson.Fragment(claim.extra_data_json or b"null"),
+        }
+    return Response(orjson.dumps(body), media_type="application/json")
 
 
 @router.post("/register", response_model=RegisterResponse)
-async def register(
-    body: WorkerRegistration, who: Worker, store: Store, settings: Settings
-) -> RegisterResponse:
+async def register(body: WorkerRegistration, who: Worker, ctx: Ctx) -> RegisterResponse:
     worker_id = who.id + (f"/{body.instance}" if body.instance else "")
-    await store.register_worker(worker_id, body.model_dump(exclude={"instance"}))
+    await ctx.store.register_worker(worker_id, body.model_dump(exclude={"instance"}))
     return RegisterResponse(
         worker_id=worker_id,
-        lease_ttl_s=settings.lease_ttl_s,
-        lease_wait_max_s=settings.lease_wait_max_s,
+        lease_ttl_s=ctx.settings.lease_ttl_s,
+        lease_wait_max_s=ctx.settings.lease_wait_max_s,
     )
 
 
-@router.post("/lease", response_model=LeaseResponse, response_model_exclude_none=True)
-async def lease(
-    body: LeaseRequest, who: Worker, store: Store, hub: Hub, settings: Settings, metrics: Metrics
-) -> LeaseResponse:
+@router.post("/lease", response_model=LeaseResponse)
+async def lease(body: LeaseRequest, who: Worker, ctx: Ctx) -> Response:
     """Long-poll: answer at once with a job if one is ready, else when one becomes ready,
-    else with no job after `wait_s` (capped by the server)."""
+    else with no job after `wait_s` (capped by the server). `cancel` lists held jobs whose
+    owner cancelled them; with any, the call answers at once. With `complete`, the finished
+    job is recorded first; if that is refused (409), no new lease is taken."""
     worker_id = _own_worker_id(who, body.worker_id)
-    cancel = await _cancel_flags(store, worker_id)
+    if body.complete is not None:
+        await _complete(ctx, body.complete.job_id, body.complete.lease_id, body.complete.outputs)
+    waiters = ctx.hub.waiters
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + min(body.wait_s, settings.lease_wait_max_s)
+    deadline = loop.time() + min(body.wait_s, ctx.settings.lease_wait_max_s)
     while True:
-        wake = hub.waiters.add()
+        wake = waiters.add()
         try:
-            job = await store.claim(worker_id)
+            claim = await ctx.store.claim(worker_id)
         except BaseException:
-            hub.waiters.discard(wake)
+            waiters.discard(wake)
             raise
-        if job is not None:
-            hub.waiters.discard(wake)
-            assert job.job.leased_at is not None
-            metrics.queue_wait.observe(max(0, job.job.leased_at - job.job.queued_at) / 1000)
-            return LeaseResponse(lease=job, cancel=cancel)
+        if claim.job is not None:
+            waiters.discard(wake)
+            assert claim.job.leased_at is not None
+            wait_ms = claim.job.leased_at - claim.job.queued_at
+            ctx.metrics.queue_wait.observe(max(0, wait_ms) / 1000)
+            return _lease_response(claim, ctx.settings.lease_ttl_s)
         remaining = deadline - loop.time()
-        if cancel or remaining <= 0:
-            hub.waiters.discard(wake)
-            return LeaseResponse(cancel=cancel)
+        if claim.cancel or remaining <= 0:
+            waiters.discard(wake)
+            return _lease_response(claim, ctx.settings.lease_ttl_s)
         try:
             await asyncio.wait_for(wake, remaining)
         except TimeoutError:
-            hub.waiters.discard(wake)
-            return LeaseResponse(cancel=cancel)
+            waiters.discard(wake)
+            return _lease_response(claim, ctx.settings.lease_ttl_s)
         except BaseException:
-            hub.waiters.discard(wake)
+            waiters.discard(wake)
             raise
 
 
 @router.post("/heartbeat", response_model=HeartbeatResponse)
-async def heartbeat(body: HeartbeatRequest, who: Worker, store: Store) -> HeartbeatResponse:
+async def heartbeat(body: HeartbeatRequest, who: Worker, ctx: Ctx) -> HeartbeatResponse:
     """Renew the worker's liveness and the leases it still holds."""
     worker_id = _own_worker_id(who, body.worker_id)
-    cancel, lost = await store.heartbeat(worker_id, [(h.job_id, h.lease_id) for h in body.leases])
+    leases = [(h.job_id, h.lease_id) for h in body.leases]
+    cancel, lost = await ctx.store.heartbeat(worker_id, leases)
     return HeartbeatResponse(cancel=cancel, lost=lost)
 
 
 @router.post("/jobs/{job_id}/start", response_model=CancelFlag)
-async def start(job_id: str, body: LeaseRef, who: Worker, store: Store) -> CancelFlag:
+async def start(job_id: str, body: LeaseRef, who: Worker, ctx: Ctx) -> CancelFlag:
     _own_worker_id(who, body.worker_id)
     try:
-        return CancelFlag(cancel=await store.start(job_id, body.lease_id))
+        return CancelFlag(cancel=await ctx.store.start(job_id, body.lease_id))
     except (LeaseLost, JobNotFound) as exc:
         raise _lease_lost(job_id) from exc
 
 
 @router.post("/jobs/{job_id}/progress", response_model=CancelFlag)
-async def progress(job_id: str, body: ProgressRequest, who: Worker, store: Store) -> CancelFlag:
+async def progress(job_id: str, body: ProgressRequest, who: Worker, ctx: Ctx) -> CancelFlag:
     _own_worker_id(who, body.worker_id)
     step = body.model_dump(include={"value", "max", "node", "data"}, exclude_none=True)
     try:
-        return CancelFlag(cancel=await store.progress(job_id, body.lease_id, step))
+        return CancelFlag(cancel=await ctx.store.progress(job_id, body.lease_id, step))
     except (LeaseLost, JobNotFound) as exc:
         raise _lease_lost(job_id) from exc
 
 
 @router.post("/jobs/{job_id}/complete", status_code=status.HTTP_204_NO_CONTENT)
-async def complete(
-    job_id: str, body: CompleteRequest, who: Worker, store: Store, metrics: Metrics
-) -> None:
+async def complete(job_id: str, body: CompleteRequest, who: Worker, ctx: Ctx) -> None:
     """Record the outputs. Refused (409) unless the caller still holds the lease, so a job
     never has two results."""
     _own_worker_id(who, body.worker_id)
+    await _complete(ctx, job_id, body.lease_id, body.outputs)
+
+
+async def _complete(ctx: QueueContext, job_id: str, lease_id: str, outputs: dict[str, Any]) -> None:
     try:
-        done = await store.complete(job_id, body.lease_id, body.outputs)
+        done = await ctx.store.complete(job_id, lease_id, outputs)
     except (LeaseLost, JobNotFound) as exc:
         raise _lease_lost(job_id) from exc
-    metrics.observe_completion(done)
+    ctx.metrics.observe_completion(done)
 
 
 class FailResponse(BaseModel):
@@ -162,15 +170,16 @@ class FailResponse(BaseModel):
 
 
 @router.post("/jobs/{job_id}/fail", response_model=FailResponse)
-async def fail(job_id: str, body: FailRequest, who: Worker, store: Store) -> FailResponse:
+async def fail(job_id: str, body: FailRequest, who: Worker, ctx: Ctx) -> FailResponse:
     _own_worker_id(who, body.worker_id)
     try:
-        return FailResponse(state=await store.fail(job_id, body.lease_id, body.error, body.retry))
+        state = await ctx.store.fail(job_id, body.lease_id, body.error, body.retry)
+        return FailResponse(state=state)
     except (LeaseLost, JobNotFound) as exc:
         raise _lease_lost(job_id) from exc
 
 
 @router.post("/release", response_model=Released)
-async def release(body: WorkerRef, who: Worker, store: Store) -> Released:
+async def release(body: WorkerRef, who: Worker, ctx: Ctx) -> Released:
     """A clean shutdown: the worker's jobs go back to their queues at once."""
-    return Released(released=await store.release(_own_worker_id(who, body.worker_id)))
+    return Released(released=await ctx.store.release(_own_worker_id(who, body.worker_id)))

@@ -1,11 +1,19 @@
 -- Lease the next job for a worker, by the scheduling mode stored under `mode`.
 -- ARGV: prefix, worker_id, lease_id, lease_ms, running_limit, default_mode, events_maxlen
 -- Cost: a constant number of sorted-set operations per level, O(log n) each.
+-- Returns {cancel} when nothing is ready, else {cancel, job hash, workflow, extra_data}, where
+-- cancel lists the jobs this worker holds whose owner asked to cancel them.
 local worker, lease_id = ARGV[2], ARGV[3]
 local lease_ms, running_limit = tonumber(ARGV[4]), tonumber(ARGV[5])
 local mode = redis.call('GET', k('mode')) or ARGV[6]
 redis.call('ZADD', k('workers'), now_ms(), worker)  -- a worker asking for work is alive
 local uid, lvl
+local cancel = {}
+for _, held_id in ipairs(redis.call('SMEMBERS', k('wjobs', worker))) do
+  if redis.call('HGET', k('job', held_id), 'cancel_requested') == '1' then
+    table.insert(cancel, held_id)
+  end
+end
 
 if mode == 'priority' then
   for _, l in ipairs(LEVELS) do
@@ -36,7 +44,7 @@ else
     end
   end
 end
-if not uid then return nil end
+if not uid then return {cancel} end
 
 local job_id = redis.call('ZPOPMIN', k('uq', uid, lvl))[1]
 redis.call('ZREM', k('pending'), job_id)
@@ -54,4 +62,5 @@ set_state(job_id, 'queued', 'leased')
 redis.call('ZADD', k('leases'), now + lease_ms, job_id)
 redis.call('SADD', k('wjobs', worker), job_id)
 emit(ARGV[7], 'leased', job_id, uid, 'leased', cjson.encode({worker = worker}))
-return {redis.call('HGETALL', job), redis.call('GET', k('wf', job_id))}
+return {cancel, redis.call('HGETALL', job), redis.call('GET', k('wf', job_id)),
+  redis.call('GET', k('xd', job_id)) or ''}

@@ -1,7 +1,8 @@
 -- Shared helpers, prepended to every script by services/queue/scripts.py.
 -- ARGV[1] is always the key prefix; the remaining arguments start at ARGV[2].
 -- Data model (see docs/architecture.md):
---   job:<id>          hash   the job record            wf:<id>  string  compressed workflow
+--   job:<id>          hash   the job record
+--   wf:<id>, xd:<id>  string compressed workflow and extra_data (JSON, zlib)
 --   uq:<uid>:<lvl>    zset   a user's queued jobs at a level, by submit sequence
 --   ready:<lvl>       zset   users who may be served at a level, by last-served clock (fair)
 --   readyseq:<lvl>    zset   the same users, by the sequence of their oldest job (fifo)
@@ -91,6 +92,7 @@ local function finish(job_id, uid, old_state, new_state, retention_s, history)
   set_state(job_id, old_state, new_state)
   redis.call('EXPIRE', job, retention_s)
   redis.call('EXPIRE', k('wf', job_id), retention_s)
+  redis.call('EXPIRE', k('xd', job_id), retention_s)
   redis.call('ZREMRANGEBYRANK', k('alljobs'), 0, -(ADMIN_INDEX_SIZE + 1))
   local ujobs = k('ujobs', uid)
   local excess = redis.call('ZCARD', ujobs) - history
@@ -98,7 +100,7 @@ local function finish(job_id, uid, old_state, new_state, retention_s, history)
     for _, old in ipairs(redis.call('ZRANGE', ujobs, 0, excess - 1)) do
       local st = redis.call('HGET', k('job', old), 'state')
       if not (st and LIVE[st]) then
-        redis.call('DEL', k('job', old), k('wf', old))
+        redis.call('DEL', k('job', old), k('wf', old), k('xd', old))
         redis.call('ZREM', ujobs, old)
       end
     end
@@ -113,4 +115,57 @@ local function held(job_id, lease_id)
     return nil, 'lease_lost'
   end
   return f, nil
+end
+
+-- Queued jobs of `uid` at levels in `lvls` with a sequence below `seq`, and in total.
+local function counts(uid, lvls, seq)
+  local before, total = 0, 0
+  for _, l in ipairs(lvls) do
+    local q = k('uq', uid, l)
+    total = total + redis.call('ZCARD', q)
+    if seq then before = before + redis.call('ZCOUNT', q, '-inf', '(' .. seq) end
+  end
+  return before, total
+end
+
+-- Users in the ready sets of `lvls`, with their last-served clock.
+local function ready_users(lvls)
+  local users = {}
+  for _, l in ipairs(lvls) do
+    local members = redis.call('ZRANGE', k('ready', l), 0, -1, 'WITHSCORES')
+    for i = 1, #members, 2 do users[members[i]] = tonumber(members[i + 1]) end
+  end
+  return users
+end
+
+-- Round-robin estimate: each other user is served once per round, ahead of us in a round
+-- if they were served less recently.
+local function round_robin(uid, seq, lvls)
+  local mine = counts(uid, lvls, seq)
+  local my_served = tonumber(redis.call('HGET', k('lastserved'), uid) or 0)
+  local ahead = mine
+  for other, served in pairs(ready_users(lvls)) do
+    if other ~= uid then
+      local _, total = counts(other, lvls, nil)
+      local rounds = mine
+      if served < my_served then rounds = rounds + 1 end
+      ahead = ahead + math.min(total, rounds)
+    end
+  end
+  return ahead + 1
+end
+
+-- Estimated 1-based queue position of a queued job under `mode` (0 if not queued).
+-- O(users): a read-path estimate, never part of choosing the next job.
+local function estimate_position(job_id, mode)
+  local seq = redis.call('ZSCORE', k('pending'), job_id)
+  if not seq then return 0 end
+  if mode == 'fifo' then return redis.call('ZCOUNT', k('pending'), '-inf', seq) end
+  local f = redis.call('HMGET', k('job', job_id), 'user', 'level')
+  if mode == 'fair' then return round_robin(f[1], seq, LEVELS) end
+  local lvl, higher = tonumber(f[2]), 0
+  for other, _ in pairs(ready_users({2, 1})) do
+    for l = lvl + 1, 2 do higher = higher + redis.call('ZCARD', k('uq', other, l)) end
+  end
+  return higher + round_robin(f[1], seq, {lvl})
 end

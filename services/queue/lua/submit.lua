@@ -1,5 +1,6 @@
 -- Enqueue a job. ARGV: prefix, job_id, user, level, max_queued, running_limit,
--- workflow (compressed), meta (JSON), events_maxlen
+-- workflow (compressed), meta (JSON), events_maxlen, extra_data (compressed, or ''),
+-- default_mode. Returns {'ok', seq, queued_at, position} or {'limit', queued}.
 local job_id, uid, lvl = ARGV[2], ARGV[3], ARGV[4]
 local max_queued, running_limit = tonumber(ARGV[5]), tonumber(ARGV[6])
 local queued = tonumber(redis.call('HGET', k('queued'), uid) or 0)
@@ -9,6 +10,7 @@ local now = now_ms()
 redis.call('HSET', k('job', job_id), 'id', job_id, 'user', uid, 'level', lvl, 'seq', seq,
   'attempt', 0, 'queued_at', now, 'meta', ARGV[8])
 redis.call('SET', k('wf', job_id), ARGV[7])
+if ARGV[10] ~= '' then redis.call('SET', k('xd', job_id), ARGV[10]) end
 redis.call('ZADD', k('uq', uid, lvl), seq, job_id)
 redis.call('ZADD', k('pending'), seq, job_id)
 redis.call('ZADD', k('ujobs', uid), seq, job_id)
@@ -17,4 +19,5 @@ redis.call('HINCRBY', k('queued'), uid, 1)
 set_state(job_id, nil, 'queued')
 ready_level(uid, lvl, is_eligible(uid, running_limit))
 emit(ARGV[9], 'queued', job_id, uid, 'queued')
-return {'ok', seq, now}
+local mode = redis.call('GET', k('mode')) or ARGV[11]
+return {'ok', seq, now, estimate_position(job_id, mode)}
