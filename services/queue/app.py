@@ -57,7 +57,8 @@ def create_app(settings: QueueSettings | None = None) -> FastAPI:
         redis = Redis.from_url(settings.redis_url, health_check_interval=30)
         store = JobStore(redis, settings)
         auth = Authenticator(redis, settings)
-        hub = EventHub(Redis.from_url(settings.redis_url), store.key("events"))
+        # The hub blocks in XREAD; its own connection, with a timeout longer than the block.
+        hub = EventHub(Redis.from_url(settings.redis_url, socket_timeout=10), store.key("events"))
         await auth.seed()
         await hub.start()
         app.state.ctx = QueueContext(settings, store, auth, hub, QueueMetrics())

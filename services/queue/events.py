@@ -24,6 +24,9 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 log = structlog.get_logger(__name__)
 
+#: One XREAD waits at most this long; it must stay well under the client's socket timeout.
+_BLOCK_MS = 2000
+
 #: Events after which a job may be claimable: a new job, a requeue, or a freed running slot.
 _WAKES = frozenset({"queued", "requeued", "succeeded", "failed", "cancelled"})
 
@@ -140,7 +143,9 @@ class EventHub:
                     info = await self.redis.xinfo_stream(self.stream_key)
                     last_id = info["last-generated-id"].decode()
                 self._ready.set()
-                batches = await self.redis.xread({self.stream_key: last_id}, block=5000, count=500)
+                batches = await self.redis.xread(
+                    {self.stream_key: last_id}, block=_BLOCK_MS, count=500
+                )
             except asyncio.CancelledError:
                 raise
             except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
