@@ -13,18 +13,21 @@ from services.backup.settings import BackupSettings
 BUCKET = "workshop-user-files"
 
 
+def backup_env(redis_url: str, endpoint: str, files: Path) -> dict[str, str]:
+    """The environment the backup container gets on the VPS, pointed at the test's servers."""
+    return {
+        "BACKUP_REDIS_URL": redis_url,
+        "BACKUP_S3_ENDPOINT": endpoint,
+        "BACKUP_S3_BUCKET": BUCKET,
+        "BACKUP_S3_ACCESS_KEY_ID": "test",
+        "BACKUP_S3_SECRET_ACCESS_KEY": "test",
+        "BACKUP_S3_REGION": "us-east-1",
+        "BACKUP_FILES_DIR": str(files),
+    }
+
+
 def settings(redis_url: str, endpoint: str, files: Path) -> BackupSettings:
-    return BackupSettings.from_env(
-        {
-            "BACKUP_REDIS_URL": redis_url,
-            "BACKUP_S3_ENDPOINT": endpoint,
-            "BACKUP_S3_BUCKET": BUCKET,
-            "BACKUP_S3_ACCESS_KEY_ID": "test",
-            "BACKUP_S3_SECRET_ACCESS_KEY": "test",
-            "BACKUP_S3_REGION": "us-east-1",
-            "BACKUP_FILES_DIR": str(files),
-        }
-    )
+    return BackupSettings.from_env(backup_env(redis_url, endpoint, files))
 
 
 def seed(r, files: Path) -> dict:
@@ -106,16 +109,7 @@ def test_cli_runs_backup_and_restore(infra_redis, s3_server, tmp_path):
     files.mkdir()
     (files / "upload.txt").write_text("hello")
     infra_redis.client.set("job:9", "done")
-    env = {
-        "PATH": "/usr/bin:/bin",
-        "BACKUP_REDIS_URL": infra_redis.url,
-        "BACKUP_S3_ENDPOINT": endpoint,
-        "BACKUP_S3_BUCKET": BUCKET,
-        "BACKUP_S3_ACCESS_KEY_ID": "test",
-        "BACKUP_S3_SECRET_ACCESS_KEY": "test",
-        "BACKUP_S3_REGION": "us-east-1",
-        "BACKUP_FILES_DIR": str(files),
-    }
+    env = {"PATH": "/usr/bin:/bin", **backup_env(infra_redis.url, endpoint, files)}
     root = Path(__file__).resolve().parents[2]
     run = [sys.executable, "-m", "services.backup"]
     empty = subprocess.run([*run, "restore"], env=env, cwd=root, capture_output=True, text=True)
