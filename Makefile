@@ -22,8 +22,11 @@ bench-queue: .venv/.synced
 bench-memory: .venv/.synced
 	$(UV) run --frozen python -m bench.memory
 
+# uv into the user's site; on a PEP 668 system Python that needs --break-system-packages
+# (it only adds the uv binary to ~/.local).
 $(UV):
-	python3 -m pip install --user --quiet "uv==$(UV_VERSION)"
+	python3 -m pip install --user --quiet "uv==$(UV_VERSION)" \
+	  || python3 -m pip install --user --break-system-packages --quiet "uv==$(UV_VERSION)"
 
 .venv/.synced: pyproject.toml uv.lock | $(UV)
 	$(UV) sync --frozen
