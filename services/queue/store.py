@@ -88,7 +88,8 @@ async def _compress(raw: bytes) -> bytes:
     return zlib.compress(raw, 1)
 
 
-def decode_workflow(blob: bytes) -> dict[str, Any]:
+def decode_json_blob(blob: bytes) -> dict[str, Any]:
+    """Undo `_compress(orjson.dumps(...))`: how workflows and extra_data are stored."""
     return orjson.loads(zlib.decompress(blob))
 
 
@@ -184,8 +185,8 @@ class JobStore:
         """The job's workflow and extra_data (kept apart from the record: they can be large)."""
         workflow, extra = await self.redis.mget(self.key("wf", job_id), self.key("xd", job_id))
         return (
-            decode_workflow(workflow) if workflow else None,
-            decode_workflow(extra) if extra else None,
+            decode_json_blob(workflow) if workflow else None,
+            decode_json_blob(extra) if extra else None,
         )
 
     async def list_jobs(self, user: str | None, limit: int = 50) -> list[Job]:
