@@ -1,0 +1,33 @@
+"""The benchmarks still run and end with their one JSON line (tiny sizes: not a measurement)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _last_json_line(*args: str) -> dict[str, object]:
+    result = subprocess.run(
+        [sys.executable, "-m", *args], cwd=ROOT, capture_output=True, text=True, timeout=240
+    )
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def test_queue_bench_runs() -> None:
+    out = _last_json_line(
+        "bench.queue", "--jobs", "200", "--warmup", "20", "--gap-samples", "5",
+        "--rate", "50", "--rate-seconds", "0.5",
+    )
+    for key in ("cycles_per_s", "dispatch_gap_p50_ms", "dispatch_gap_p99_ms", "submit_p99_ms"):
+        assert isinstance(out[key], float) and out[key] > 0, key
+    assert out["leftover_live_jobs"] == 0
+
+
+def test_memory_bench_runs() -> None:
+    out = _last_json_line("bench.memory", "--jobs", "50", "--ui-bytes", "20000")
+    assert out["a_bytes_per_1000_jobs"] > 0 and out["b_bytes_per_1000_jobs"] > 0
