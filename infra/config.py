@@ -153,6 +153,17 @@ def _list(get: Getter, key: str, example: str) -> tuple[str, ...]:
     return tuple(x.strip() for x in raw)
 
 
+
+def _required_list(get: Getter, key: str, example: str, what: str) -> tuple[str, ...]:
+    """A list that must have at least one entry; the error says how to add the first."""
+    values = _list(get, key, example)
+    if not values:
+        raise ConfigError(
+            f"missing config key '{NAMESPACE}:{key}' ({what}); "
+            f"run: pulumi config set --path '{NAMESPACE}:{key}[0]' {example}"
+        )
+    return values
+
 def _image(get: Getter, key: str, default: str, example: str) -> str:
     value = _str(get, key, default, example)
     if value and not DIGEST_RE.match(value):
@@ -189,25 +200,16 @@ def load_config(
 
     participants = _int(get, "participants", 20, 1, MAX_PARTICIPANTS)
 
-    admin_emails = _list(get, "adminEmails", "you@example.org")
-    if not admin_emails:
-        raise ConfigError(
-            f"missing config key '{NAMESPACE}:adminEmails' (tailnet admins); "
-            f"run: pulumi config set --path '{NAMESPACE}:adminEmails[0]' you@example.org"
-        )
+    admin_emails = _required_list(get, "adminEmails", "you@example.org", "tailnet admins")
     for email in admin_emails:
         if not EMAIL_RE.match(email):
             raise ConfigError(
                 f"config key '{NAMESPACE}:adminEmails' has an invalid e-mail {email!r}"
             )
 
-    ssh_keys = _list(get, "sshPublicKeys", '"ssh-ed25519 AAAA... you@laptop"')
-    if not ssh_keys:
-        raise ConfigError(
-            f"missing config key '{NAMESPACE}:sshPublicKeys'; "
-            f"run: pulumi config set --path '{NAMESPACE}:sshPublicKeys[0]' "
-            '"$(cat ~/.ssh/comfy_workshop.pub)"'
-        )
+    ssh_keys = _required_list(
+        get, "sshPublicKeys", '"$(cat ~/.ssh/comfy_workshop.pub)"', "who may SSH as deploy"
+    )
     for key in ssh_keys:
         if not SSH_KEY_RE.match(key):
             raise ConfigError(
@@ -222,12 +224,7 @@ def load_config(
             + _fix("sshPrivateKeyFile", "~/.ssh/comfy_workshop")
         )
 
-    cidrs = _list(get, "adminCidrs", "203.0.113.7/32")
-    if not cidrs:
-        raise ConfigError(
-            f"missing config key '{NAMESPACE}:adminCidrs' (who may SSH to the VPS); "
-            f"run: pulumi config set --path '{NAMESPACE}:adminCidrs[0]' 203.0.113.7/32"
-        )
+    cidrs = _required_list(get, "adminCidrs", "203.0.113.7/32", "who may SSH to the VPS")
     for cidr in cidrs:
         try:
             net = ipaddress.ip_network(cidr, strict=True)
