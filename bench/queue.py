@@ -3,7 +3,9 @@
     uv run python -m bench.queue [--jobs 5000] [--workers 8] [--replicas 1]
 
 The service runs as separate uvicorn processes (uvloop + httptools, no access log), so the
-bench client never shares a GIL with it. The client is aiohttp with one keep-alive pool.
+bench client never shares a GIL with it. The client is pyreqwest (Rust's reqwest) with one
+keep-alive pool: on 2 shared cores every millisecond the load generator spends is taken from
+the service, and aiohttp costs ~0.12 ms of CPU per request against pyreqwest's ~0.07.
 
 Three measurements, in this order:
 
@@ -38,12 +40,14 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import orjson
 import redis.asyncio as aioredis
+from pyreqwest.client import Client as HttpClient
+from pyreqwest.client import ClientBuilder
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -239,14 +243,15 @@ JSON_HDR = {"Content-Type": "application/json"}
 
 @dataclass
 class Client:
-    http: aiohttp.ClientSession
+    http: HttpClient
     urls: list[str]
     user_auth: dict[str, dict[str, str]] = field(default_factory=dict)
     worker_auth: dict[str, dict[str, str]] = field(default_factory=dict)
 
     async def post(self, url: str, body: Any, headers: dict[str, str]) -> tuple[int, bytes]:
-        async with self.http.post(url, data=orjson.dumps(body), headers=headers) as r:
-            return r.status, await r.read()
+        request = self.http.post(url).body_bytes(orjson.dumps(body)).headers(headers).build()
+        response = await request.send()
+        return response.status, (await response.bytes()).to_bytes()
 
     async def submit(self, user: str, url: str, body: dict[str, Any]) -> dict[str, Any]:
         status, raw = await self.post(url + "/api/jobs", body, self.user_auth[user])
@@ -408,8 +413,7 @@ async def phase_ceiling(client: Client, concurrency: int, seconds: float) -> dic
     async def loop(i: int) -> None:
         url = client.urls[i % len(client.urls)] + "/api/health"
         while time.perf_counter() < end:
-            async with client.http.get(url) as r:
-                await r.read()
+            await (await client.http.get(url).build().send()).bytes()
             n["n"] += 1
 
     t = time.perf_counter()
@@ -546,9 +550,8 @@ async def phase_store(url: str, body: dict[str, Any], jobs: int, n_workers: int)
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     svc = start_services(args.replicas, args.users, args.workers, not args.no_aof)
     try:
-        connector = aiohttp.TCPConnector(limit=256, keepalive_timeout=60, ttl_dns_cache=None)
-        timeout = aiohttp.ClientTimeout(total=90)
-        async with aiohttp.ClientSession(connector=connector, timeout=timeout) as http:
+        builder = ClientBuilder().http1_only().timeout(timedelta(seconds=90))
+        async with builder.build() as http:
             client = Client(http, svc.urls)
             await login(client, svc)
             names = list(svc.workers)

@@ -11,11 +11,15 @@ from typing import Any
 
 import httpx
 import orjson
+import redis.asyncio as aioredis
 import uvicorn
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from services.local_redis import free_port
 from services.queue.app import create_app
 from services.queue.auth import hash_password
+from services.queue.scripts import load_scripts
 from services.queue.settings import QueueSettings
 from services.serving import EmbeddedServer, start_server
 
@@ -113,12 +117,19 @@ class WorkerClient:
         r.raise_for_status()
         return cls(http, r.json()["worker_id"])
 
-    async def lease(self, wait_s: float = 0) -> dict[str, Any] | None:
-        r = await self.http.post(
-            "/api/worker/lease", json={"worker_id": self.worker_id, "wait_s": wait_s}
-        )
+    async def lease(
+        self, wait_s: float = 0, complete: dict[str, Any] | None = None
+    ) -> dict[str, Any] | None:
+        """Lease the next job; `complete` ({job_id, lease_id, outputs}) reports one first."""
+        r = await self.lease_response(wait_s, complete)
         r.raise_for_status()
         return r.json().get("lease")
+
+    async def lease_response(
+        self, wait_s: float = 0, complete: dict[str, Any] | None = None
+    ) -> httpx.Response:
+        body = {"worker_id": self.worker_id, "wait_s": wait_s, "complete": complete}
+        return await self.http.post("/api/worker/lease", json=body)
 
     async def call(self, job_id: str, action: str, lease_id: str, **body: Any) -> httpx.Response:
         return await self.http.post(
@@ -158,3 +169,12 @@ async def events(queue: QueueHarness, user: str, since: str | None = None):
 
 #: The `make_queue` fixture: ``async with make_queue(**settings_overrides) as queue``.
 MakeQueue = Callable[..., AbstractAsyncContextManager[QueueHarness]]
+
+
+async def cut_off_redis(queue: QueueHarness) -> None:
+    """Point the running service's store at a port nobody listens on. No retries: redis-py's
+    default backoff would stretch each failure over seconds."""
+    store = queue.app.state.ctx.store
+    await store.redis.aclose()
+    store.redis = aioredis.Redis(port=1, retry=Retry(NoBackoff(), 0))
+    store.scripts = load_scripts(store.redis)

@@ -14,7 +14,7 @@ from tests.queue_harness import WORKFLOW, MakeQueue, QueueHarness
         (b"{not json", 400, "request body is not valid JSON"),
         (b'"a string"', 422, "body"),
         (b"{}", 422, "workflow: Field required"),
-        (b'{"workflow": [1, 2]}', 422, "workflow: Input should be a valid dictionary"),
+        (b'{"workflow": [1, 2]}', 422, "workflow: Input should be an object"),
         (b'{"workflow": {}}', 400, "workflow has no nodes"),
         (b'{"workflow": {"1": 5}}', 400, "node '1' must be an object"),
         (b'{"workflow": {"1": {"inputs": {}}}}', 400, "node '1' has no class_type"),

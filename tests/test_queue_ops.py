@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 import redis.asyncio as aioredis
 
-from tests.queue_harness import WORKFLOW, MakeQueue, QueueHarness, WorkerClient
+from tests.queue_harness import WORKFLOW, MakeQueue, QueueHarness, WorkerClient, cut_off_redis
 
 
 async def test_health_ready_and_openapi_are_public(queue: QueueHarness) -> None:
@@ -41,8 +41,7 @@ async def test_metrics_report_states_histograms_and_workers(queue: QueueHarness)
 
 async def test_ready_fails_when_redis_is_gone(make_queue: MakeQueue) -> None:
     async with make_queue() as queue:
-        await queue.app.state.ctx.store.redis.aclose()
-        queue.app.state.ctx.store.redis = aioredis.Redis(port=1)  # nothing listens there
+        await cut_off_redis(queue)
         async with httpx.AsyncClient(base_url=queue.base_url) as http:
             r = await http.get("/api/ready")
             assert r.status_code == 503 and "redis unreachable" in r.json()["detail"]

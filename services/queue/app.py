@@ -5,25 +5,41 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
+from typing import Any
 
 import structlog
-from fastapi import FastAPI, Request, status
+from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
+from starlette.types import Receive, Scope, Send
 
 from services.queue.api import admin, jobs, ops, workers
-from services.queue.auth import Authenticator
+from services.queue.api.errors import STORAGE_DOWN, validation_error
+from services.queue.api.hotpath import HotPath, HotRoute
+from services.queue.auth import Authenticator, require_person, require_worker
 from services.queue.context import QueueContext
 from services.queue.events import EventHub
 from services.queue.limits import BodySizeLimit
 from services.queue.logging import configure_logging
 from services.queue.metrics import QueueMetrics
+from services.queue.models import CompleteRequest, LeaseRequest, SubmitRequest
 from services.queue.settings import QueueSettings
 from services.queue.store import JobStore
 
 log = structlog.get_logger(__name__)
+
+#: One submit, one lease and one complete per job: these skip FastAPI's per-request layers
+#: (see api/hotpath.py). Each must match its FastAPI declaration; a test checks OpenAPI.
+HOT_ROUTES = (
+    HotRoute("POST", "/api/jobs", jobs.submit_job, SubmitRequest, require_person, 201),
+    HotRoute("POST", "/api/worker/lease", workers.lease, LeaseRequest, require_worker),
+    HotRoute(
+        "POST", "/api/worker/jobs/{job_id}/complete", workers.complete, CompleteRequest,
+        require_worker, 204,
+    ),
+)
 
 
 async def _reap_forever(store: JobStore, interval_s: float) -> None:
@@ -37,14 +53,20 @@ async def _reap_forever(store: JobStore, interval_s: float) -> None:
         await asyncio.sleep(interval_s)
 
 
-def _validation_message(exc: RequestValidationError) -> str:
-    parts = []
-    for err in exc.errors():
-        if err.get("type") == "json_invalid":
-            return "request body is not valid JSON"
-        where = ".".join(str(p) for p in err.get("loc", ()) if p != "body")
-        parts.append(f"{where or 'body'}: {err.get('msg')}")
-    return "; ".join(parts) or "invalid request"
+class QueueApp(FastAPI):
+    """FastAPI, except that the hot routes are answered before its middleware stack."""
+
+    def __init__(self, hot: HotPath, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.hot = hot
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        found = self.hot.match(scope)
+        if found is None:
+            await super().__call__(scope, receive, send)
+            return
+        scope["app"] = self
+        await self.hot.serve(found, scope, receive, send)
 
 
 def create_app(settings: QueueSettings | None = None) -> FastAPI:
@@ -74,7 +96,8 @@ def create_app(settings: QueueSettings | None = None) -> FastAPI:
             await hub.redis.aclose()
             await redis.aclose()
 
-    app = FastAPI(
+    app = QueueApp(
+        HotPath(HOT_ROUTES, settings.max_body_bytes),
         title="ComfyUI workshop queue",
         version="0.1.0",
         openapi_url="/api/openapi.json",
@@ -86,18 +109,13 @@ def create_app(settings: QueueSettings | None = None) -> FastAPI:
 
     @app.exception_handler(RequestValidationError)
     async def _bad_request(_: Request, exc: RequestValidationError) -> JSONResponse:
-        message = _validation_message(exc)
-        code = (
-            status.HTTP_400_BAD_REQUEST
-            if message == "request body is not valid JSON"
-            else status.HTTP_422_UNPROCESSABLE_CONTENT
-        )
+        code, message = validation_error(exc.errors())
         return JSONResponse({"detail": message}, status_code=code)
 
     @app.exception_handler(RedisError)
     async def _redis_down(_: Request, exc: RedisError) -> JSONResponse:
         log.error("redis error", error=str(exc))
-        return JSONResponse({"detail": "queue storage unavailable, try again"}, status_code=503)
+        return JSONResponse({"detail": STORAGE_DOWN}, status_code=503)
 
     for module in (ops, jobs, workers, admin):
         app.include_router(module.router)

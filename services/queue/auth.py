@@ -168,14 +168,16 @@ class Authenticator:
 
     async def _worker_name(self, token: str) -> str | None:
         """Look a worker token up; answers are cached briefly since workers call often."""
-        digest = hashlib.sha256(token.encode()).hexdigest()
-        cached = self._worker_cache.get(digest)
         now = time.monotonic()
+        cached = self._worker_cache.get(token)
         if cached and cached[1] > now:
             return cached[0]
+        digest = hashlib.sha256(token.encode()).hexdigest()
         raw = await self.redis.hget(self._wtokens_key, digest)
         name = raw.decode() if raw is not None else None
-        self._worker_cache[digest] = (name, now + _WORKER_CACHE_S)
+        if len(self._worker_cache) > 10_000:  # junk tokens must not grow it without bound
+            self._worker_cache.clear()
+        self._worker_cache[token] = (name, now + _WORKER_CACHE_S)
         return name
 
     # -- per request --------------------------------------------------------------------

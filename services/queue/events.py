@@ -28,7 +28,7 @@ log = structlog.get_logger(__name__)
 _BLOCK_MS = 2000
 
 #: Events after which a job may be claimable: a new job, a requeue, or a freed running slot.
-_WAKES = frozenset({"queued", "requeued", "succeeded", "failed", "cancelled"})
+_WAKES = frozenset({b"queued", b"requeued", b"succeeded", b"failed", b"cancelled"})
 
 
 @dataclass
@@ -162,13 +162,17 @@ class EventHub:
             for _stream, entries in batches or []:
                 for entry_id, fields in entries:
                     last_id = entry_id.decode()
-                    self._dispatch(_parse(entry_id, fields))
+                    self._dispatch(entry_id, fields)
 
-    def _dispatch(self, event: Event) -> None:
-        if event.type in _WAKES:
+    def _dispatch(self, entry_id: bytes, fields: dict[bytes, bytes]) -> None:
+        kind = fields.get(b"type", b"")
+        if kind in _WAKES:
             self.waiters.wake(1)
-        elif event.type == "mode":
+        elif kind == b"mode":
             self.waiters.wake_all()
+        if not self._subscribers:  # most entries: nobody watching here, nothing to decode
+            return
+        event = _parse(entry_id, fields)
         for sub in list(self._subscribers):
             if sub.wants(event):
                 try:

@@ -14,6 +14,33 @@ class BodyTooLarge(HTTPException):
         super().__init__(413, f"request body larger than {max_bytes} bytes")
 
 
+def declared_too_large(scope: Scope, max_bytes: int) -> bool:
+    """Whether the request's Content-Length (if any) is malformed or over the limit."""
+    for name, value in scope["headers"]:
+        if name == b"content-length":
+            return not value.isdigit() or int(value) > max_bytes
+    return False
+
+
+async def read_body(scope: Scope, receive: Receive, max_bytes: int) -> bytes:
+    """The whole request body, refusing (BodyTooLarge) past `max_bytes`."""
+    if declared_too_large(scope, max_bytes):
+        raise BodyTooLarge(max_bytes)
+    chunks: list[bytes] = []
+    seen = 0
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":  # the client went away
+            raise HTTPException(400, "client disconnected")
+        chunk = message.get("body", b"")
+        seen += len(chunk)
+        if seen > max_bytes:
+            raise BodyTooLarge(max_bytes)
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
 class BodySizeLimit:
     """Pure ASGI middleware: checks Content-Length up front and counts chunked bodies."""
 
@@ -25,12 +52,9 @@ class BodySizeLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        for name, value in scope["headers"]:
-            if name == b"content-length":
-                if not value.isdigit() or int(value) > self.max_bytes:
-                    await self._reject(send)
-                    return
-                break
+        if declared_too_large(scope, self.max_bytes):
+            await self._reject(send)
+            return
         seen = 0
         started = False
 

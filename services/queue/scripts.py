@@ -15,6 +15,7 @@ _NAMES = (
     "progress",
     "heartbeat",
     "complete",
+    "complete_claim",
     "fail",
     "cancel",
     "reap",
@@ -33,6 +34,7 @@ class Scripts:
     progress: AsyncScript
     heartbeat: AsyncScript
     complete: AsyncScript
+    complete_claim: AsyncScript
     fail: AsyncScript
     cancel: AsyncScript
     reap: AsyncScript

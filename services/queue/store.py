@@ -124,6 +124,20 @@ def job_from_hash(fields: dict[str, str], position: int | None = None) -> Job:
     )
 
 
+def _claim(result: list[Any], lease_id: str) -> Claim:
+    """Parse claim's reply: {cancel} or {cancel, job hash, workflow, extra_data}."""
+    cancel = sorted(_text(c) or "" for c in result[0])
+    if len(result) == 1:
+        return Claim(cancel=cancel)
+    return Claim(
+        cancel=cancel,
+        job=job_from_hash(_decode_hash(result[1])),
+        lease_id=lease_id,
+        workflow_json=zlib.decompress(result[2]),
+        extra_data_json=zlib.decompress(result[3]) if result[3] else None,
+    )
+
+
 class JobStore:
     """Atomic job-queue operations over one Redis connection pool."""
 
@@ -252,16 +266,23 @@ class JobStore:
                 s.mode, s.events_maxlen,
             ]
         )
-        cancel = sorted(_text(c) or "" for c in result[0])
-        if len(result) == 1:
-            return Claim(cancel=cancel)
-        return Claim(
-            cancel=cancel,
-            job=job_from_hash(_decode_hash(result[1])),
-            lease_id=lease_id,
-            workflow_json=zlib.decompress(result[2]),
-            extra_data_json=zlib.decompress(result[3]) if result[3] else None,
+        return _claim(result, lease_id)
+
+    async def complete_and_claim(
+        self, job_id: str, lease_id: str, outputs: dict[str, Any], worker_id: str
+    ) -> tuple[Completion, Claim]:
+        """`complete`, then `claim` for the same worker, in one atomic step. Nothing is
+        leased if the completion is refused (LeaseLost / JobNotFound)."""
+        s = self.settings
+        next_lease_id = uuid.uuid4().hex
+        done, *claimed = await self.scripts.complete_claim(
+            args=[
+                self.prefix, job_id, lease_id, orjson.dumps(outputs), s.max_running_per_user,
+                s.retention_s, s.history_per_user, s.events_maxlen, worker_id, next_lease_id,
+                self._lease_ms, s.mode,
+            ]
         )
+        return self._completion(done, job_id), _claim(claimed[0], next_lease_id)
 
     async def start(self, job_id: str, lease_id: str) -> bool:
         """Mark the job running; returns whether a cancel was requested."""
@@ -294,14 +315,18 @@ class JobStore:
 
     async def complete(self, job_id: str, lease_id: str, outputs: dict[str, Any]) -> Completion:
         s = self.settings
-        status, *rest = await self.scripts.complete(
+        done = await self.scripts.complete(
             args=[
                 self.prefix, job_id, lease_id, orjson.dumps(outputs), s.max_running_per_user,
                 s.retention_s, s.history_per_user, s.events_maxlen,
             ]
         )
-        self._check(status, job_id)
-        queued_at, leased_at, started_at, finished_at = (_int_or_none(_text(v)) for v in rest[0])
+        return self._completion(done, job_id)
+
+    def _completion(self, done: list[Any], job_id: str) -> Completion:
+        """Parse complete's reply: {'ok', timestamps} or {error}."""
+        self._check(done[0], job_id)
+        queued_at, leased_at, started_at, finished_at = (_int_or_none(_text(v)) for v in done[1])
         assert queued_at is not None and leased_at is not None and finished_at is not None
         return Completion(queued_at, leased_at, started_at, finished_at)
 

@@ -16,6 +16,7 @@ from services.queue.models import (
     CancelFlag,
     CompleteRequest,
     FailRequest,
+    Finished,
     HeartbeatRequest,
     HeartbeatResponse,
     LeaseRef,
@@ -89,15 +90,19 @@ async def lease(body: LeaseRequest, who: Worker, ctx: Ctx) -> Response:
     owner cancelled them; with any, the call answers at once. With `complete`, the finished
     job is recorded first; if that is refused (409), no new lease is taken."""
     worker_id = _own_worker_id(who, body.worker_id)
-    if body.complete is not None:
-        await _complete(ctx, body.complete.job_id, body.complete.lease_id, body.complete.outputs)
+    finished = body.complete
     waiters = ctx.hub.waiters
     loop = asyncio.get_running_loop()
     deadline = loop.time() + min(body.wait_s, ctx.settings.lease_wait_max_s)
     while True:
+        # Register as a waiter before looking: a job queued in between still wakes us.
         wake = waiters.add()
         try:
-            claim = await ctx.store.claim(worker_id)
+            if finished is not None:
+                claim = await _complete_and_claim(ctx, worker_id, finished)
+                finished = None
+            else:
+                claim = await ctx.store.claim(worker_id)
         except BaseException:
             waiters.discard(wake)
             raise
@@ -163,6 +168,17 @@ async def _complete(ctx: QueueContext, job_id: str, lease_id: str, outputs: dict
     except (LeaseLost, JobNotFound) as exc:
         raise _lease_lost(job_id) from exc
     ctx.metrics.observe_completion(done)
+
+
+async def _complete_and_claim(ctx: QueueContext, worker_id: str, finished: Finished) -> Claim:
+    try:
+        done, claim = await ctx.store.complete_and_claim(
+            finished.job_id, finished.lease_id, finished.outputs, worker_id
+        )
+    except (LeaseLost, JobNotFound) as exc:
+        raise _lease_lost(finished.job_id) from exc
+    ctx.metrics.observe_completion(done)
+    return claim
 
 
 class FailResponse(BaseModel):

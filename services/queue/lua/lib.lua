@@ -117,55 +117,139 @@ local function held(job_id, lease_id)
   return f, nil
 end
 
--- Queued jobs of `uid` at levels in `lvls` with a sequence below `seq`, and in total.
-local function counts(uid, lvls, seq)
-  local before, total = 0, 0
-  for _, l in ipairs(lvls) do
-    local q = k('uq', uid, l)
-    total = total + redis.call('ZCARD', q)
-    if seq then before = before + redis.call('ZCOUNT', q, '-inf', '(' .. seq) end
-  end
-  return before, total
-end
-
--- Users in the ready sets of `lvls`, with their last-served clock.
+-- Users in the ready sets of `lvls`: their names, last-served clocks and queued-job counts.
+-- A handful of commands whatever the number of users (the counts come in one HMGET).
 local function ready_users(lvls)
-  local users = {}
+  local names, served, queued = {}, {}, {}
   for _, l in ipairs(lvls) do
     local members = redis.call('ZRANGE', k('ready', l), 0, -1, 'WITHSCORES')
-    for i = 1, #members, 2 do users[members[i]] = tonumber(members[i + 1]) end
+    for i = 1, #members, 2 do
+      if not served[members[i]] then table.insert(names, members[i]) end
+      served[members[i]] = tonumber(members[i + 1])
+    end
   end
-  return users
+  for first = 1, #names, 500 do  -- unpack has a stack limit; 500 names per HMGET
+    local batch = {unpack(names, first, math.min(first + 499, #names))}
+    local counts = redis.call('HMGET', k('queued'), unpack(batch))
+    for i, name in ipairs(batch) do queued[name] = tonumber(counts[i] or 0) end
+  end
+  return names, served, queued
 end
 
 -- Round-robin estimate: each other user is served once per round, ahead of us in a round
--- if they were served less recently.
+-- if they were served less recently. Other users' counts span all levels: a user's jobs
+-- sit at the one level of their role, so this is exact unless a role changed mid-queue.
 local function round_robin(uid, seq, lvls)
-  local mine = counts(uid, lvls, seq)
+  local mine = 0
+  for _, l in ipairs(lvls) do
+    mine = mine + redis.call('ZCOUNT', k('uq', uid, l), '-inf', '(' .. seq)
+  end
   local my_served = tonumber(redis.call('HGET', k('lastserved'), uid) or 0)
+  local names, served, queued = ready_users(lvls)
   local ahead = mine
-  for other, served in pairs(ready_users(lvls)) do
+  for _, other in ipairs(names) do
     if other ~= uid then
-      local _, total = counts(other, lvls, nil)
       local rounds = mine
-      if served < my_served then rounds = rounds + 1 end
-      ahead = ahead + math.min(total, rounds)
+      if served[other] < my_served then rounds = rounds + 1 end
+      ahead = ahead + math.min(queued[other], rounds)
     end
   end
   return ahead + 1
 end
 
 -- Estimated 1-based queue position of a queued job under `mode` (0 if not queued).
--- O(users): a read-path estimate, never part of choosing the next job.
+-- A read-path estimate, never part of choosing the next job: O(1) commands, O(users) work.
 local function estimate_position(job_id, mode)
   local seq = redis.call('ZSCORE', k('pending'), job_id)
   if not seq then return 0 end
   if mode == 'fifo' then return redis.call('ZCOUNT', k('pending'), '-inf', seq) end
   local f = redis.call('HMGET', k('job', job_id), 'user', 'level')
   if mode == 'fair' then return round_robin(f[1], seq, LEVELS) end
-  local lvl, higher = tonumber(f[2]), 0
-  for other, _ in pairs(ready_users({2, 1})) do
-    for l = lvl + 1, 2 do higher = higher + redis.call('ZCARD', k('uq', other, l)) end
+  local lvl, higher, above = tonumber(f[2]), 0, {}
+  for l = lvl + 1, 2 do table.insert(above, l) end
+  if #above > 0 then
+    local names, _, queued = ready_users(above)
+    for _, other in ipairs(names) do higher = higher + queued[other] end
   end
   return higher + round_robin(f[1], seq, {lvl})
+end
+
+-- The job succeeded: store its outputs and free its worker's slot.
+-- Returns {'ok', {queued_at, leased_at, started_at, finished_at}} or {error}.
+local function complete(job_id, lease_id, outputs, running_limit, retention_s, history, maxlen)
+  local f, err = held(job_id, lease_id)
+  if err then return {err} end
+  local state, uid, worker = f[1], f[3], f[4]
+  redis.call('HSET', k('job', job_id), 'outputs', outputs)
+  unlease(job_id, uid, worker, running_limit)
+  finish(job_id, uid, state, 'succeeded', retention_s, history)
+  emit(maxlen, 'succeeded', job_id, uid, 'succeeded', outputs)
+  return {'ok', redis.call('HMGET', k('job', job_id), 'queued_at', 'leased_at', 'started_at',
+    'finished_at')}
+end
+
+-- Lease the next job for `worker` by the scheduling mode stored under `mode`.
+-- Cost: a constant number of sorted-set operations per level, O(log n) each.
+-- Returns {cancel} when nothing is ready, else {cancel, job hash, workflow, extra_data}, where
+-- cancel lists the jobs this worker holds whose owner asked to cancel them.
+local function claim(worker, lease_id, lease_ms, running_limit, default_mode, maxlen)
+  local mode = redis.call('GET', k('mode')) or default_mode
+  redis.call('ZADD', k('workers'), now_ms(), worker)  -- a worker asking for work is alive
+  local uid, lvl
+  local cancel = {}
+  for _, held_id in ipairs(redis.call('SMEMBERS', k('wjobs', worker))) do
+    if redis.call('HGET', k('job', held_id), 'cancel_requested') == '1' then
+      table.insert(cancel, held_id)
+    end
+  end
+
+  if mode == 'priority' then
+    for _, l in ipairs(LEVELS) do
+      local top = redis.call('ZRANGE', k('ready', l), 0, 0)
+      if #top > 0 then uid, lvl = top[1], l; break end
+    end
+  elseif mode == 'fair' then
+    local best
+    for _, l in ipairs(LEVELS) do
+      local top = redis.call('ZRANGE', k('ready', l), 0, 0, 'WITHSCORES')
+      if #top > 0 and (best == nil or tonumber(top[2]) < best) then
+        best, uid = tonumber(top[2]), top[1]
+      end
+    end
+    if uid then
+      local oldest
+      for _, l in ipairs(LEVELS) do
+        local s = redis.call('ZSCORE', k('readyseq', l), uid)
+        if s and (oldest == nil or tonumber(s) < oldest) then oldest, lvl = tonumber(s), l end
+      end
+    end
+  else
+    local oldest
+    for _, l in ipairs(LEVELS) do
+      local top = redis.call('ZRANGE', k('readyseq', l), 0, 0, 'WITHSCORES')
+      if #top > 0 and (oldest == nil or tonumber(top[2]) < oldest) then
+        oldest, uid, lvl = tonumber(top[2]), top[1], l
+      end
+    end
+  end
+  if not uid then return {cancel} end
+
+  local job_id = redis.call('ZPOPMIN', k('uq', uid, lvl))[1]
+  redis.call('ZREM', k('pending'), job_id)
+  redis.call('HINCRBY', k('queued'), uid, -1)
+  redis.call('HINCRBY', k('running'), uid, 1)
+  redis.call('HSET', k('lastserved'), uid, redis.call('INCR', k('served')))
+  refresh_user(uid, running_limit)
+
+  local now = now_ms()
+  local job = k('job', job_id)
+  redis.call('HINCRBY', job, 'attempt', 1)
+  redis.call('HSET', job, 'worker', worker, 'lease', lease_id, 'leased_at', now,
+    'lease_expires', now + lease_ms)
+  set_state(job_id, 'queued', 'leased')
+  redis.call('ZADD', k('leases'), now + lease_ms, job_id)
+  redis.call('SADD', k('wjobs', worker), job_id)
+  emit(maxlen, 'leased', job_id, uid, 'leased', cjson.encode({worker = worker}))
+  return {cancel, redis.call('HGETALL', job), redis.call('GET', k('wf', job_id)),
+    redis.call('GET', k('xd', job_id)) or ''}
 end
