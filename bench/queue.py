@@ -645,14 +645,14 @@ def main() -> None:
     ap.add_argument("--rate-seconds", type=float, default=10.0)
     ap.add_argument("--no-aof", action="store_true", help="Redis without appendonly")
     ap.add_argument(
-        "--combined", action="store_true",
-        help="workers fold each completion into their next lease call (2 requests per cycle) "
-        "instead of a separate complete call (3 requests per cycle)",
+        "--separate", action="store_true",
+        help="workers report each completion with its own complete call (3 requests per "
+        "cycle) instead of folding it into their next lease call (2 requests per cycle)",
     )
     ap.add_argument("--seed", type=int, default=1)
     args = ap.parse_args()
     random.seed(args.seed)
-    COMBINED["on"] = args.combined
+    COMBINED["on"] = not args.separate
     try:
         import uvloop
 
@@ -673,7 +673,7 @@ def main() -> None:
         "workers": args.workers,
         "users": args.users,
         "appendonly": not args.no_aof,
-        "requests_per_cycle": 2 if args.combined else 3,
+        "requests_per_cycle": 3 if args.separate else 2,
         "machine": {
             "cpus": os.cpu_count(),
             "cpu": platform.processor() or _cpu_model(),

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import httpx
+import redis.asyncio as aioredis
 
 from tests.queue_harness import WORKFLOW, MakeQueue, QueueHarness, WorkerClient
 
@@ -151,5 +153,42 @@ async def test_running_limit_parks_the_user_until_a_job_ends(make_queue: MakeQue
         await w1.call(a1, "complete", first["lease_id"], outputs={})
         third = await w2.lease()
         assert third["job"]["id"] == a2
+        for c in (alice, bob, w1, w2):
+            await c.aclose()
+
+
+async def test_a_freed_slot_wakes_a_parked_worker_and_nothing_else_does(
+    make_queue: MakeQueue, redis_url: str
+) -> None:
+    """Only transitions that make a job claimable wake a long-polling worker (the scripts
+    mark those events `wake=1`): a worker woken for nothing would just claim in vain."""
+    async with make_queue(max_running_per_user=1) as queue:
+        alice, bob = await queue.client("alice"), await queue.client("bob")
+        w1 = await WorkerClient.register(queue, "w0")
+        w2 = await WorkerClient.register(queue, "w1")
+        (b1,) = await _submit(bob, 1)
+        lease_b = await w1.lease()
+        await w1.call(b1, "complete", lease_b["lease_id"], outputs={})  # frees nothing waiting
+        a1, a2 = await _submit(alice, 2)
+        first = await w1.lease()
+        assert first["job"]["id"] == a1
+        parked = asyncio.create_task(w2.lease(wait_s=20))  # a2 waits behind Alice's limit
+        await w1.call(a1, "complete", first["lease_id"], outputs={})
+        second = await asyncio.wait_for(parked, 5)  # woken by the completion, not the timeout
+        assert second["job"]["id"] == a2
+
+        redis = aioredis.from_url(redis_url)
+        entries = await redis.xrange(queue.settings.key_prefix + "events")
+        await redis.aclose()
+        wakes = [
+            (f[b"type"].decode(), f[b"job"].decode(), f[b"wake"] == b"1") for _, f in entries
+        ]
+        assert wakes == [
+            ("queued", b1, True), ("leased", b1, False), ("succeeded", b1, False),
+            ("queued", a1, True), ("queued", a2, True),  # Alice runs nothing yet
+            ("leased", a1, False),  # now a2 waits behind her running limit...
+            ("succeeded", a1, True),  # ...until a1 ends
+            ("leased", a2, False),
+        ]
         for c in (alice, bob, w1, w2):
             await c.aclose()

@@ -27,8 +27,6 @@ log = structlog.get_logger(__name__)
 #: One XREAD waits at most this long; it must stay well under the client's socket timeout.
 _BLOCK_MS = 2000
 
-#: Events after which a job may be claimable: a new job, a requeue, or a freed running slot.
-_WAKES = frozenset({b"queued", b"requeued", b"succeeded", b"failed", b"cancelled"})
 
 
 @dataclass
@@ -165,10 +163,10 @@ class EventHub:
                     self._dispatch(entry_id, fields)
 
     def _dispatch(self, entry_id: bytes, fields: dict[bytes, bytes]) -> None:
-        kind = fields.get(b"type", b"")
-        if kind in _WAKES:
+        # The Lua scripts mark the events after which one more job is claimable.
+        if fields.get(b"wake") == b"1":
             self.waiters.wake(1)
-        elif kind == b"mode":
+        elif fields.get(b"type") == b"mode":
             self.waiters.wake_all()
         if not self._subscribers:  # most entries: nobody watching here, nothing to decode
             return

@@ -21,9 +21,17 @@ local function now_ms()
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 
+-- Set by a transition that made one more job claimable; the next event emitted carries
+-- `wake=1`, which wakes one long-polling worker (services/queue/events.py). Events without it
+-- (a lease, a success that freed no waiting job...) wake nobody: no claim in vain.
+local WAKE = false
+
 local function emit(maxlen, etype, job_id, user, state, data)
+  local wake = WAKE and '1' or '0'
+  WAKE = false
   return redis.call('XADD', k('events'), 'MAXLEN', '~', maxlen, '*',
-    'type', etype, 'job', job_id, 'user', user, 'state', state, 'data', data or '{}')
+    'type', etype, 'job', job_id, 'user', user, 'state', state, 'data', data or '{}',
+    'wake', wake)
 end
 
 local LIVE = {queued = true, leased = true, running = true}
@@ -66,9 +74,13 @@ end
 local function unlease(job_id, uid, worker, running_limit)
   redis.call('ZREM', k('leases'), job_id)
   if worker and worker ~= '' then redis.call('SREM', k('wjobs', worker), job_id) end
-  redis.call('HINCRBY', k('running'), uid, -1)
+  local running = redis.call('HINCRBY', k('running'), uid, -1)
   redis.call('HDEL', k('job', job_id), 'lease', 'lease_expires')
   refresh_user(uid, running_limit)
+  -- Back under the running limit with jobs waiting: one of them just became claimable.
+  if running == running_limit - 1 and tonumber(redis.call('HGET', k('queued'), uid) or 0) > 0 then
+    WAKE = true
+  end
 end
 
 -- Back to the head of its user's queue: it keeps its original sequence number.
@@ -82,6 +94,7 @@ local function requeue(job_id, old_state, running_limit)
   redis.call('HDEL', job, 'worker', 'leased_at', 'started_at', 'progress')
   set_state(job_id, old_state, 'queued')
   refresh_user(uid, running_limit)
+  if is_eligible(uid, running_limit) then WAKE = true end
 end
 
 -- A job reached a final state: keep it for the user's history, bounded in count and time.

@@ -17,7 +17,9 @@ redis.call('ZADD', k('ujobs', uid), seq, job_id)
 redis.call('ZADD', k('alljobs'), seq, job_id)
 redis.call('HINCRBY', k('queued'), uid, 1)
 set_state(job_id, nil, 'queued')
-ready_level(uid, lvl, is_eligible(uid, running_limit))
+local eligible = is_eligible(uid, running_limit)
+ready_level(uid, lvl, eligible)
+WAKE = eligible
 emit(ARGV[9], 'queued', job_id, uid, 'queued')
 local mode = redis.call('GET', k('mode')) or ARGV[11]
 return {'ok', seq, now, estimate_position(job_id, mode)}
