@@ -638,7 +638,7 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=8, help="concurrent worker coroutines")
     ap.add_argument("--replicas", type=int, default=1, help="service processes sharing one Redis")
     ap.add_argument("--users", type=int, default=8, help="submitting users (round-robin)")
-    ap.add_argument("--submitters", type=int, default=4, help="concurrent submit coroutines")
+    ap.add_argument("--submitters", type=int, default=8, help="concurrent submit coroutines")
     ap.add_argument("--backlog", type=int, default=64, help="max jobs queued ahead of workers")
     ap.add_argument("--gap-samples", type=int, default=300)
     ap.add_argument("--rate", type=float, default=200.0, help="open-loop submits per second")
