@@ -53,3 +53,15 @@ async def test_a_batch_survives_a_flushed_script_cache(
     await admin.aclose()
     results = await asyncio.gather(*(echo(args=[str(i)]) for i in range(5)))
     assert results == [str(i).encode() for i in range(5)]
+
+
+async def test_the_sender_being_cancelled_does_not_strand_the_others(
+    echo: BatchedScript,
+) -> None:
+    first = asyncio.ensure_future(echo(args=["first"]))  # the turn's first call sends
+    second = asyncio.ensure_future(echo(args=["second"]))  # the same turn: it joins
+    await asyncio.sleep(0)  # both have queued their call; the first is yielding
+    first.cancel()
+    assert await asyncio.wait_for(second, 5) == b"second"
+    with pytest.raises(asyncio.CancelledError):
+        await first
