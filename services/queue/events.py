@@ -119,12 +119,16 @@ class EventHub:
         self._subscribers: set[Subscriber] = set()
         self._task: asyncio.Task[None] | None = None
         self._ready = asyncio.Event()
+        self._stopping = False
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="event-hub")
         await self._ready.wait()
 
     async def stop(self) -> None:
+        # The flag ends the loop even if the cancellation is swallowed inside the Redis
+        # client (then within one XREAD block, 2 s).
+        self._stopping = True
         if self._task:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -134,7 +138,7 @@ class EventHub:
 
     async def _run(self) -> None:
         last_id = "$"
-        while True:
+        while not self._stopping:
             try:
                 if last_id == "$":
                     # Pin the start to a concrete id so no entry slips by between reads.

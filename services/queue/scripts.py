@@ -10,7 +10,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
-from redis.exceptions import NoScriptError
+from redis.exceptions import NoScriptError, ResponseError
 
 _NAMES = (
     "submit",
@@ -62,33 +62,52 @@ class Batcher:
         return await fut
 
     async def _send(self, batch: list[_Pending]) -> None:
-        if len(batch) == 1:
-            script, args, fut = batch[0]
-            await _settle(fut, script(args=args))
-            return
+        """Write every call at once, then give each caller its reply as soon as it is read:
+        callers resume while Redis still runs the later scripts of the batch.
+
+        Unlike a client command, nothing here is retried after a connection error: a script
+        whose reply was lost may have run, and running submit or complete twice is worse than
+        a 503."""
+        pool = self.redis.connection_pool
         try:
-            async with self.redis.pipeline(transaction=False) as pipe:
-                for script, args, _ in batch:
-                    pipe.execute_command("EVALSHA", script.sha, 0, *args)
-                results = await pipe.execute(raise_on_error=False)
-        except Exception as exc:  # the connection failed: every caller hears of it
-            for _, _, fut in batch:
-                if not fut.done():
-                    fut.set_exception(exc)
+            conn = await pool.get_connection()
+        except Exception as exc:  # Redis unreachable: every caller hears of it
+            _fail(batch, exc)
             return
-        except BaseException:  # shutting down
-            for _, _, fut in batch:
-                fut.cancel()
+        reload: list[_Pending] = []
+        try:
+            commands = [("EVALSHA", script.sha, 0, *args) for script, args, _ in batch]
+            await conn.send_packed_command(conn.pack_commands(commands))
+            for script, args, fut in batch:
+                try:
+                    reply = await conn.read_response()
+                except NoScriptError:  # Redis restarted: load it and run it again below
+                    reload.append((script, args, fut))
+                    continue
+                except ResponseError as exc:  # this call's own error (a Lua error)
+                    _fail([(script, args, fut)], exc)
+                    continue
+                if not fut.done():
+                    fut.set_result(reply)
+        except BaseException as exc:
+            await conn.disconnect(nowait=True)  # mid-reply: the connection's state is unknown
+            _fail(batch, exc)
             raise
-        for (script, args, fut), result in zip(batch, results, strict=True):
-            if isinstance(result, NoScriptError):  # Redis restarted: load it, once
-                await _settle(fut, script(args=args))
-            elif fut.done():
-                continue
-            elif isinstance(result, Exception):
-                fut.set_exception(result)
-            else:
-                fut.set_result(result)
+        finally:
+            await pool.release(conn)
+        for script, args, fut in reload:
+            await _settle(fut, script(args=args))
+
+
+def _fail(batch: list[_Pending], exc: BaseException) -> None:
+    """Pass `exc` to every caller still waiting (cancel them if it is a cancellation)."""
+    for _, _, fut in batch:
+        if fut.done():
+            continue
+        if isinstance(exc, Exception):
+            fut.set_exception(exc)
+        else:
+            fut.cancel()
 
 
 async def _settle(fut: asyncio.Future[Any], call: Any) -> None:
