@@ -28,17 +28,17 @@ _NAMES = (
 )
 
 
-#: A script call waiting for the next flush: the script, its ARGV, the caller's future.
+#: A script call waiting to be sent: the script, its ARGV, the caller's future.
 _Pending = tuple[AsyncScript, Sequence[Any], "asyncio.Future[Any]"]
 
 
 class Batcher:
-    """Sends the script calls made during one event-loop turn as one pipeline.
+    """Sends the script calls made during one event-loop turn in one write, on one connection.
 
-    Under load many requests reach Redis in the same turn; one write and one read for all of
-    them, instead of one each, saves the syscalls and cross-process wake-ups that dominate a
-    call's cost on small VMs. The first caller of a turn yields once, so that the turn's
-    other calls can join, then sends them all; a lone call costs that one yield."""
+    Under load many requests reach Redis in the same turn; one write for all of them, instead
+    of one each, saves the syscalls and cross-process wake-ups that dominate a call's cost on
+    small VMs. The first caller of a turn yields once, so that the turn's other calls can
+    join, then sends them all; a lone call costs that one yield."""
 
     def __init__(self, redis: Redis) -> None:
         self.redis = redis
@@ -96,7 +96,13 @@ class Batcher:
         finally:
             await pool.release(conn)
         for script, args, fut in reload:
-            await _settle(fut, script(args=args))
+            try:
+                reply = await script(args=args)  # AsyncScript loads the script, then runs it
+            except Exception as exc:
+                _fail([(script, args, fut)], exc)
+                continue
+            if not fut.done():
+                fut.set_result(reply)
 
 
 def _fail(batch: list[_Pending], exc: BaseException) -> None:
@@ -108,18 +114,6 @@ def _fail(batch: list[_Pending], exc: BaseException) -> None:
             fut.set_exception(exc)
         else:
             fut.cancel()
-
-
-async def _settle(fut: asyncio.Future[Any], call: Any) -> None:
-    """Await `call` and pass its outcome to `fut`, unless the caller already gave up."""
-    try:
-        result = await call
-    except Exception as exc:
-        if not fut.done():
-            fut.set_exception(exc)
-        return
-    if not fut.done():
-        fut.set_result(result)
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import Iterator
 from typing import Any
 
 import orjson
@@ -50,12 +52,17 @@ def _own_worker_id(who: Principal, worker_id: str) -> str:
     return worker_id
 
 
-def _lease_lost(job_id: str) -> HTTPException:
-    return HTTPException(
-        status.HTTP_409_CONFLICT,
-        f"lease lost for job {job_id!r}: it expired, was released or the job ended; "
-        "drop this job's result",
-    )
+@contextlib.contextmanager
+def _held_lease(job_id: str) -> Iterator[None]:
+    """Turn a lost lease (expired, released, or the job ended) into the 409 workers expect."""
+    try:
+        yield
+    except (LeaseLost, JobNotFound) as exc:
+        raise HTTPException(
+            status.HTTP_409_CONFLICT,
+            f"lease lost for job {job_id!r}: it expired, was released or the job ended; "
+            "drop this job's result",
+        ) from exc
 
 
 def _lease_response(claim: Claim, lease_ttl_s: float) -> Response:
@@ -138,20 +145,16 @@ async def heartbeat(body: HeartbeatRequest, who: Worker, ctx: Ctx) -> HeartbeatR
 @router.post("/jobs/{job_id}/start", response_model=CancelFlag)
 async def start(job_id: str, body: LeaseRef, who: Worker, ctx: Ctx) -> CancelFlag:
     _own_worker_id(who, body.worker_id)
-    try:
+    with _held_lease(job_id):
         return CancelFlag(cancel=await ctx.store.start(job_id, body.lease_id))
-    except (LeaseLost, JobNotFound) as exc:
-        raise _lease_lost(job_id) from exc
 
 
 @router.post("/jobs/{job_id}/progress", response_model=CancelFlag)
 async def progress(job_id: str, body: ProgressRequest, who: Worker, ctx: Ctx) -> CancelFlag:
     _own_worker_id(who, body.worker_id)
     step = body.model_dump(include={"value", "max", "node", "data"}, exclude_none=True)
-    try:
+    with _held_lease(job_id):
         return CancelFlag(cancel=await ctx.store.progress(job_id, body.lease_id, step))
-    except (LeaseLost, JobNotFound) as exc:
-        raise _lease_lost(job_id) from exc
 
 
 @router.post("/jobs/{job_id}/complete", status_code=status.HTTP_204_NO_CONTENT)
@@ -163,20 +166,16 @@ async def complete(job_id: str, body: CompleteRequest, who: Worker, ctx: Ctx) ->
 
 
 async def _complete(ctx: QueueContext, job_id: str, lease_id: str, outputs: dict[str, Any]) -> None:
-    try:
+    with _held_lease(job_id):
         done = await ctx.store.complete(job_id, lease_id, outputs)
-    except (LeaseLost, JobNotFound) as exc:
-        raise _lease_lost(job_id) from exc
     ctx.metrics.observe_completion(done)
 
 
 async def _complete_and_claim(ctx: QueueContext, worker_id: str, finished: Finished) -> Claim:
-    try:
+    with _held_lease(finished.job_id):
         done, claim = await ctx.store.complete_and_claim(
             finished.job_id, finished.lease_id, finished.outputs, worker_id
         )
-    except (LeaseLost, JobNotFound) as exc:
-        raise _lease_lost(finished.job_id) from exc
     ctx.metrics.observe_completion(done)
     return claim
 
@@ -188,11 +187,9 @@ class FailResponse(BaseModel):
 @router.post("/jobs/{job_id}/fail", response_model=FailResponse)
 async def fail(job_id: str, body: FailRequest, who: Worker, ctx: Ctx) -> FailResponse:
     _own_worker_id(who, body.worker_id)
-    try:
+    with _held_lease(job_id):
         state = await ctx.store.fail(job_id, body.lease_id, body.error, body.retry)
-        return FailResponse(state=state)
-    except (LeaseLost, JobNotFound) as exc:
-        raise _lease_lost(job_id) from exc
+    return FailResponse(state=state)
 
 
 @router.post("/release", response_model=Released)
