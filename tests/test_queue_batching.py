@@ -44,6 +44,17 @@ async def test_one_failing_call_does_not_fail_its_batch(echo: BatchedScript) -> 
     assert isinstance(results[1], ResponseError) and "boom" in str(results[1])
 
 
+async def test_a_call_that_cannot_be_sent_fails_alone(echo: BatchedScript) -> None:
+    """Arguments Redis cannot take (None, a bool) are the caller's bug: that call raises
+    TypeError, and the calls batched with it still run."""
+    results = await asyncio.gather(
+        echo(args=["a"]), echo(args=[None]), echo(args=[True]), echo(args=[7]),
+        return_exceptions=True,
+    )
+    assert results[0] == b"a" and results[3] == b"7"
+    assert isinstance(results[1], TypeError) and isinstance(results[2], TypeError)
+
+
 async def test_a_batch_survives_a_flushed_script_cache(
     echo: BatchedScript, redis_url: str
 ) -> None:

@@ -192,3 +192,62 @@ async def test_a_freed_slot_wakes_a_parked_worker_and_nothing_else_does(
         ]
         for c in (alice, bob, w1, w2):
             await c.aclose()
+
+
+
+async def test_estimated_positions_are_the_claim_order(make_queue: MakeQueue) -> None:
+    """With one level and nobody at their running limit, the position estimate is exact:
+    in fair mode the positions of the queued jobs are the order in which they are claimed
+    (ties between never-served users go by name), and a submit answers with the position
+    that a read of the job gives right after it."""
+    async with make_queue(max_queued_per_user=100, max_running_per_user=100) as queue:
+        await _set_mode(queue, "fair")
+        admin = await queue.client("admin")
+        r = await admin.put("/api/admin/users/dave", json={"password": "dave-password-1"})
+        assert r.status_code == 200, r.text
+        worker = await WorkerClient.register(queue, "w0")
+
+        async def submit(user: str) -> str:
+            r = await admin.post("/api/jobs", json={"workflow": WORKFLOW, "user": user})
+            assert r.status_code == 201, r.text
+            job = r.json()
+            assert job["priority"] == 0
+            again = (await admin.get(f"/api/jobs/{job['id']}")).json()
+            assert job["position"] == again["position"], (job, again)
+            return str(job["id"])
+
+        await submit("bob")
+        await _drain(worker, 1)  # Bob has been served: the never-served go before him now
+        ids = [await submit(u) for u in ("bob", "dave", "bob", "alice", "alice", "dave")]
+        ids += [await submit(u) for u in ("alice", "bob", "alice")]
+        positions = {i: (await admin.get(f"/api/jobs/{i}")).json()["position"] for i in ids}
+        claimed = [j["id"] for j in await _drain(worker, len(ids))]
+        assert sorted(positions.values()) == list(range(1, len(ids) + 1))
+        assert sorted(ids, key=positions.__getitem__) == claimed
+        for c in (admin, worker):
+            await c.aclose()
+
+
+async def test_fair_mode_counts_a_user_once_across_levels(make_queue: MakeQueue) -> None:
+    """A role change mid-queue leaves a user with jobs at two levels (a token issued
+    before the change still carries the old role). Serving them at one level must move
+    them back in line at the other too, or they would be served twice in a row."""
+    async with make_queue(max_queued_per_user=100, max_running_per_user=100) as queue:
+        await _set_mode(queue, "fair")
+        alice, bob, admin = [await queue.client(u) for u in ("alice", "bob", "admin")]
+        a_ids = await _submit(alice, 2)  # level 0: her token says participant
+        r = await admin.put(
+            "/api/admin/users/alice", json={"password": "alice-password", "role": "instructor"}
+        )
+        assert r.status_code == 200, r.text
+        r = await admin.post("/api/jobs", json={"workflow": WORKFLOW, "user": "alice"})
+        assert r.status_code == 201 and r.json()["priority"] == 1
+        a_ids.append(r.json()["id"])
+        b_ids = await _submit(bob, 2)
+        worker = await WorkerClient.register(queue, "w0")
+        jobs = await _drain(worker, 5)
+        assert [j["user"] for j in jobs] == ["alice", "bob", "alice", "bob", "alice"]
+        # Alice's own jobs still go oldest first, whatever their level.
+        assert [j["id"] for j in jobs] == [a_ids[0], b_ids[0], a_ids[1], b_ids[1], a_ids[2]]
+        for c in (alice, bob, admin, worker):
+            await c.aclose()

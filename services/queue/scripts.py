@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from importlib.resources import files
 from typing import Any
 
+from hiredis import pack_command
 from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 from redis.exceptions import NoScriptError, ResponseError
@@ -68,6 +69,20 @@ class Batcher:
         Unlike a client command, nothing here is retried after a connection error: a script
         whose reply was lost may have run, and running submit or complete twice is worse than
         a 503."""
+        # hiredis packs in C (redis-py's packer is Python: a tenth of the service's time).
+        # A call whose arguments cannot be packed fails alone.
+        packed: list[bytes] = []
+        sendable: list[_Pending] = []
+        for script, args, fut in batch:
+            try:
+                packed.append(pack_command(("EVALSHA", script.sha, 0, *args)))
+            except TypeError as exc:  # a bug in the caller: None or a bool among the arguments
+                _fail([(script, args, fut)], exc)
+                continue
+            sendable.append((script, args, fut))
+        batch = sendable
+        if not batch:
+            return
         pool = self.redis.connection_pool
         try:
             conn = await pool.get_connection()
@@ -76,8 +91,7 @@ class Batcher:
             return
         reload: list[_Pending] = []
         try:
-            commands = [("EVALSHA", script.sha, 0, *args) for script, args, _ in batch]
-            await conn.send_packed_command(conn.pack_commands(commands))
+            await conn.send_packed_command(b"".join(packed))
             for script, args, fut in batch:
                 try:
                     reply = await conn.read_response()

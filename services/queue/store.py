@@ -7,7 +7,7 @@ lives in two places only: the Lua scripts and this module.
 from __future__ import annotations
 
 import asyncio
-import uuid
+import secrets
 import zlib
 from dataclasses import dataclass
 from typing import Any
@@ -69,6 +69,12 @@ class Completion:
     leased_at: int
     started_at: int | None
     finished_at: int
+
+
+def new_id() -> str:
+    """A job or lease id: 128 random bits as 32 hex digits, the shape of ``uuid4().hex``
+    at a third of its cost."""
+    return secrets.token_hex(16)
 
 
 def _text(value: bytes | str | None) -> str | None:
@@ -163,7 +169,7 @@ class JobStore:
         """Queue a workflow; raise QueueFull past the user's queued-job limit."""
         workflow_blob = await _compress(orjson.dumps(workflow))
         extra_blob = await _compress(orjson.dumps(extra_data)) if extra_data else b""
-        job_id = uuid.uuid4().hex
+        job_id = new_id()
         s = self.settings
         status, value, *rest = await self.scripts.submit(
             args=[
@@ -259,7 +265,7 @@ class JobStore:
         """Lease the next job by the current mode (if any is ready), and tell the worker
         which of its jobs were cancelled meanwhile."""
         s = self.settings
-        lease_id = uuid.uuid4().hex
+        lease_id = new_id()
         result = await self.scripts.claim(
             args=[
                 self.prefix, worker_id, lease_id, self._lease_ms, s.max_running_per_user,
@@ -274,7 +280,7 @@ class JobStore:
         """`complete`, then `claim` for the same worker, in one atomic step. Nothing is
         leased if the completion is refused (LeaseLost / JobNotFound)."""
         s = self.settings
-        next_lease_id = uuid.uuid4().hex
+        next_lease_id = new_id()
         done, *claimed = await self.scripts.complete_claim(
             args=[
                 self.prefix, job_id, lease_id, orjson.dumps(outputs), s.max_running_per_user,

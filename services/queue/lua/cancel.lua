@@ -11,7 +11,7 @@ if state == 'queued' then
   redis.call('ZREM', k('uq', uid, lvl), job_id)
   redis.call('ZREM', k('pending'), job_id)
   redis.call('HINCRBY', k('queued'), uid, -1)
-  refresh_user(uid, tonumber(ARGV[4]))
+  ready_level(uid, lvl, is_eligible(uid, tonumber(ARGV[4])))  -- its level's head may change
   finish(job_id, uid, state, 'cancelled', tonumber(ARGV[5]), tonumber(ARGV[6]))
   emit(ARGV[7], 'cancelled', job_id, uid, 'cancelled')
   return {'ok', 'cancelled'}
