@@ -2,7 +2,7 @@
 UV_VERSION := 0.13.8
 UV := $(shell command -v uv 2>/dev/null || echo "$(HOME)/.local/bin/uv")
 
-.PHONY: up test lint bench-queue bench-memory
+.PHONY: up test lint bench-queue bench-memory bench-lua
 
 ## make up: start the platform locally (private Redis with AOF under ./data, the queue on :8000)
 up: .venv/.synced
@@ -21,6 +21,9 @@ bench-queue: .venv/.synced
 
 bench-memory: .venv/.synced
 	$(UV) run --frozen python -m bench.memory
+
+bench-lua: .venv/.synced
+	$(UV) run --frozen python -m bench.lua_cost
 
 # uv into the user's site; on a PEP 668 system Python that needs --break-system-packages
 # (it only adds the uv binary to ~/.local).

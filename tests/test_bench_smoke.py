@@ -31,3 +31,11 @@ def test_queue_bench_runs() -> None:
 def test_memory_bench_runs() -> None:
     out = _last_json_line("bench.memory", "--jobs", "50", "--ui-bytes", "20000")
     assert out["a_bytes_per_1000_jobs"] > 0 and out["b_bytes_per_1000_jobs"] > 0
+
+
+def test_lua_cost_bench_runs() -> None:
+    out = _last_json_line("bench.lua_cost", "--cycles", "40", "--modes", "fair", "fifo")
+    for mode in ("fair", "fifo"):
+        result = out[mode]
+        assert isinstance(result, dict)
+        assert result["script_us_per_cycle"] > 0 and result["commands_per_cycle"] > 10
