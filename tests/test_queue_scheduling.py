@@ -157,6 +157,33 @@ async def test_running_limit_parks_the_user_until_a_job_ends(make_queue: MakeQue
             await c.aclose()
 
 
+async def test_a_service_started_with_another_running_limit_applies_it(
+    make_queue: MakeQueue,
+) -> None:
+    """The scripts keep the ready sets up to date one transition at a time, under the limit
+    of the moment. A service that starts with a different limit rebuilds them: a user parked
+    under the old limit is served under a higher one, and one over a lower limit is parked."""
+    async with make_queue(max_running_per_user=1) as queue:
+        await _set_mode(queue, "fifo")
+        alice, bob = await queue.client("alice"), await queue.client("bob")
+        a1, a2 = await _submit(alice, 2)
+        b1, b2, _b3 = await _submit(bob, 3)  # b3 still waits at the end
+        w0, w1 = [await WorkerClient.register(queue, n) for n in ("w0", "w1")]
+        assert (await w0.lease())["job"]["id"] == a1  # Alice is at her limit now
+        assert (await w1.lease())["job"]["id"] == b1
+        for c in (alice, bob, w0, w1):
+            await c.aclose()
+    async with make_queue(max_running_per_user=2) as queue:
+        w2 = await WorkerClient.register(queue, "w1", instance="2")
+        assert (await w2.lease())["job"]["id"] == a2  # no job ended, yet Alice is served
+        assert (await w2.lease())["job"]["id"] == b2
+        await w2.aclose()
+    async with make_queue(max_running_per_user=1) as queue:
+        w3 = await WorkerClient.register(queue, "w1", instance="3")
+        assert await w3.lease() is None  # Bob has b3 queued, but runs two jobs: parked
+        await w3.aclose()
+
+
 async def test_a_freed_slot_wakes_a_parked_worker_and_nothing_else_does(
     make_queue: MakeQueue, redis_url: str
 ) -> None:

@@ -87,6 +87,7 @@ def create_app(settings: QueueSettings | None = None) -> FastAPI:
         # The hub blocks in XREAD; its own connection, with a timeout longer than the block.
         hub = EventHub(Redis.from_url(settings.redis_url, socket_timeout=10), store.key("events"))
         await auth.seed()
+        await store.reconcile()
         await hub.start()
         app.state.ctx = QueueContext(settings, store, auth, hub, QueueMetrics())
         stop_reaper = asyncio.Event()

@@ -26,6 +26,7 @@ _NAMES = (
     "reap",
     "release",
     "position",
+    "reconcile",
 )
 
 
@@ -157,6 +158,7 @@ class Scripts:
     reap: BatchedScript
     release: BatchedScript
     position: BatchedScript
+    reconcile: BatchedScript
 
 
 def load_scripts(redis: Redis) -> Scripts:

@@ -361,6 +361,14 @@ class JobStore:
             )
         )
 
+    async def reconcile(self) -> int:
+        """Rebuild the ready sets under the running limit in force (run at startup: the
+        scripts keep them up to date incrementally, which assumes the limit never changed).
+        Returns the number of users looked at."""
+        return int(
+            await self.scripts.reconcile(args=[self.prefix, self.settings.max_running_per_user])
+        )
+
     async def reap(self, batch: int = 100) -> list[tuple[str, str]]:
         """Requeue or fail jobs whose lease expired; returns (job id, new state) pairs."""
         s = self.settings

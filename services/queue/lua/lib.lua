@@ -11,7 +11,8 @@
 -- Invariant of the ready sets: a user is in ready:<lvl> and readyseq:<lvl> exactly when they
 -- are under their running limit and uq:<uid>:<lvl> is not empty; the score in ready:<lvl> is
 -- their last-served clock (HGET lastserved), the one in readyseq:<lvl> the head's sequence.
--- Each transition touches only what it changed (a cycle is ~70 commands, each ~1-4 us).
+-- Each transition touches only what it changed (a cycle is ~64 commands, each ~1-4 us);
+-- reconcile.lua rebuilds them all when a service starts.
 local P = ARGV[1]
 local LEVELS = {2, 1, 0}
 local ADMIN_INDEX_SIZE = 10000  -- newest jobs listed in the admin's index
@@ -140,7 +141,7 @@ local function finish(job_id, uid, old_state, new_state, retention_s, history, .
 end
 
 -- Check that `lease_id` is the live lease of `job_id`; return the job's fields (state, lease,
--- user, worker, then any `more` fields asked for) or an error.
+-- user, worker, then the extra fields named in `...`) or an error.
 local function held(job_id, lease_id, ...)
   local f = redis.call('HMGET', k('job', job_id), 'state', 'lease', 'user', 'worker', ...)
   if not f[1] then return nil, 'not_found' end

@@ -1,0 +1,19 @@
+-- Rebuild every user's ready-set entries from their queues and the running limit in force.
+-- Run once when a service starts: the limit may have changed since the entries were made
+-- (a user parked under a limit of 1 must come back under a limit of 3), and the scripts
+-- otherwise only touch what a transition changed. O(users x levels), a few ms for hundreds.
+-- ARGV: prefix, running_limit. Returns the number of users looked at.
+local running_limit = tonumber(ARGV[2])
+local users = {}
+for _, set in ipairs({'ready', 'readyseq'}) do
+  for _, lvl in ipairs(LEVELS) do
+    for _, uid in ipairs(redis.call('ZRANGE', k(set, lvl), 0, -1)) do users[uid] = true end
+  end
+end
+for _, uid in ipairs(redis.call('HKEYS', k('queued'))) do users[uid] = true end
+local n = 0
+for uid in pairs(users) do
+  set_parked(uid, not is_eligible(uid, running_limit))
+  n = n + 1
+end
+return n
