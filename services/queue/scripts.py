@@ -70,7 +70,7 @@ class Batcher:
         Unlike a client command, nothing here is retried after a connection error: a script
         whose reply was lost may have run, and running submit or complete twice is worse than
         a 503."""
-        # hiredis packs in C (redis-py's packer is Python: a tenth of the service's time).
+        # hiredis packs in C (redis-py's packer is Python: several % of the service's CPU).
         # A call whose arguments cannot be packed fails alone.
         packed: list[bytes] = []
         sendable: list[_Pending] = []

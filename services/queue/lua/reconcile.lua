@@ -4,15 +4,9 @@
 -- otherwise only touch what a transition changed. O(users x levels), a few ms for hundreds.
 -- ARGV: prefix, running_limit. Returns the number of users looked at.
 local running_limit = tonumber(ARGV[2])
-local users = {}
-for _, set in ipairs({'ready', 'readyseq'}) do
-  for _, lvl in ipairs(LEVELS) do
-    for _, uid in ipairs(redis.call('ZRANGE', k(set, lvl), 0, -1)) do users[uid] = true end
-  end
-end
-for _, uid in ipairs(redis.call('HKEYS', k('queued'))) do users[uid] = true end
 local n = 0
-for uid in pairs(users) do
+-- Every user who ever queued a job has a field in `queued` (counts go to 0, never away).
+for _, uid in ipairs(redis.call('HKEYS', k('queued'))) do
   set_parked(uid, not is_eligible(uid, running_limit))
   n = n + 1
 end

@@ -30,9 +30,10 @@ local mode = redis.call('GET', k('mode')) or ARGV[11]
 local position
 if mode == 'fifo' then
   position = redis.call('ZCARD', k('pending'))  -- the newest job is the last
-elseif mode == 'fair' then
-  position = scheduled_position(uid, lvl, queued, served, mode)  -- all the user's jobs are ahead
 else
-  position = scheduled_position(uid, lvl, own_jobs_ahead(uid, seq, {lvl}), served, mode)
+  -- The user's queued jobs are all ahead of this one: every level's in fair mode (`queued`),
+  -- this level's in priority mode.
+  local mine = mode == 'fair' and queued or own_jobs_ahead(uid, seq, {lvl})
+  position = scheduled_position(uid, lvl, mine, served, mode)
 end
 return {'ok', seq, now, position}
