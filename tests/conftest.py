@@ -1,4 +1,5 @@
-"""Shared fixtures: a private Redis server, and queue services on real uvicorn sockets."""
+"""Shared fixtures: a private Redis server, queue services on real uvicorn sockets, and S3
+through moto's server mode."""
 
 from __future__ import annotations
 
@@ -7,10 +8,11 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
+import boto3
 import pytest
 import redis
 
-from services.local_redis import LocalRedis
+from services.local_redis import LocalRedis, free_port
 from tests.queue_harness import QueueHarness, queue_settings, start_queue
 
 
@@ -49,3 +51,43 @@ def make_queue(redis_url: str) -> Any:
             yield harness
 
     return factory
+
+
+def _moto_reset(endpoint: str) -> None:
+    """POST moto's reset endpoint (a plain http URL we built ourselves)."""
+    import http.client
+
+    host, port = endpoint.removeprefix("http://").split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=10)
+    conn.request("POST", "/moto-api/reset")
+    assert conn.getresponse().status == 200
+    conn.close()
+
+
+@pytest.fixture
+def s3_server() -> Iterator[tuple[str, Any]]:
+    """moto in server mode over real HTTP; yields (endpoint, boto3 client) with the bucket
+    `workshop-user-files`."""
+    from moto.server import ThreadedMotoServer
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    endpoint = f"http://127.0.0.1:{port}"
+    # moto keeps its state in-process across servers: start every test from empty.
+    _moto_reset(endpoint)
+    client = boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        aws_access_key_id="test",
+        aws_secret_access_key="test",
+        region_name="us-east-1",
+    )
+    client.create_bucket(Bucket=S3_BUCKET)
+    try:
+        yield endpoint, client
+    finally:
+        server.stop()
+
+
+S3_BUCKET = "workshop-user-files"

@@ -9,7 +9,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import boto3
 import pytest
 import redis
 
@@ -73,39 +72,3 @@ def infra_redis(tmp_path: Path) -> Iterator[RedisServer]:
     finally:
         proc.terminate()
         proc.wait(timeout=10)
-
-
-def boto3_reset(endpoint: str) -> None:
-    """POST moto's reset endpoint (a plain http URL we built ourselves)."""
-    import http.client
-
-    host, port = endpoint.removeprefix("http://").split(":")
-    conn = http.client.HTTPConnection(host, int(port), timeout=10)
-    conn.request("POST", "/moto-api/reset")
-    assert conn.getresponse().status == 200
-    conn.close()
-
-
-@pytest.fixture
-def s3_server() -> Iterator[tuple[str, object]]:
-    """moto in server mode over HTTP; yields (endpoint, boto3 client) with a bucket."""
-    from moto.server import ThreadedMotoServer
-
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    endpoint = f"http://127.0.0.1:{port}"
-    # moto keeps its state in-process across servers: start every test from empty.
-    boto3_reset(endpoint)
-    client = boto3.client(
-        "s3",
-        endpoint_url=endpoint,
-        aws_access_key_id="test",
-        aws_secret_access_key="test",
-        region_name="us-east-1",
-    )
-    client.create_bucket(Bucket="workshop-user-files")
-    try:
-        yield endpoint, client
-    finally:
-        server.stop()

@@ -1,0 +1,180 @@
+"""The contracts between the parts, written once: every other module imports them from here.
+
+Ports, token prefixes, job states, scheduling modes, roles, event types, the ComfyUI message
+types the worker relays, and the object-storage key layout. Standard library only, so the
+queue, the gateway, the worker, the CLI and the Pulumi program can all import it.
+"""
+
+from __future__ import annotations
+
+import re
+from enum import StrEnum
+
+# -- ports ------------------------------------------------------------------------------------
+#: The queue's HTTP port: behind Caddy on the VPS, and on the VPS's tailnet address for workers.
+QUEUE_PORT = 8000
+#: The participant gateway's HTTP port on the VPS's edge network (Caddy proxies to it).
+GATEWAY_PORT = 8188
+#: Where a worker looks for ComfyUI when told nothing else (ComfyUI's own default port).
+COMFYUI_PORT = 8188
+#: Redis' port: never published, never in a firewall or tailnet rule.
+REDIS_PORT = 6379
+
+# -- tokens -----------------------------------------------------------------------------------
+#: Worker tokens start with this; the queue tells them from session tokens by it.
+WORKER_TOKEN_PREFIX = "cqw_"  # noqa: S105 (a prefix, not a secret)
+
+
+# -- jobs -------------------------------------------------------------------------------------
+class JobState(StrEnum):
+    """A job's state; see docs/architecture.md for the transitions."""
+
+    QUEUED = "queued"
+    LEASED = "leased"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+#: States in which a job still holds a place in the queue or on a worker.
+LIVE_STATES = (JobState.QUEUED, JobState.LEASED, JobState.RUNNING)
+
+
+class Mode(StrEnum):
+    """How the next job is chosen."""
+
+    FIFO = "fifo"
+    FAIR = "fair"
+    PRIORITY = "priority"
+
+
+class Role(StrEnum):
+    PARTICIPANT = "participant"
+    INSTRUCTOR = "instructor"
+    ADMIN = "admin"
+
+
+#: Scheduling level of each role; `priority` mode serves higher levels first.
+ROLE_LEVEL: dict[Role, int] = {Role.PARTICIPANT: 0, Role.INSTRUCTOR: 1, Role.ADMIN: 2}
+
+
+# -- participants -----------------------------------------------------------------------------
+#: A participant's name and URL path segment: user001 ... user999.
+PARTICIPANT_RE = re.compile(r"^user\d{3}$")
+
+
+def participant_name(n: int) -> str:
+    """The name (and URL path segment) of participant number `n`, 1-based."""
+    return f"user{n:03d}"
+
+
+# -- events -----------------------------------------------------------------------------------
+class EventType(StrEnum):
+    """Types of the queue's event stream (`/api/events`)."""
+
+    QUEUED = "queued"
+    LEASED = "leased"
+    RUNNING = "running"
+    PROGRESS = "progress"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    CANCEL_REQUESTED = "cancel_requested"
+    REQUEUED = "requeued"
+    MODE = "mode"
+    #: A ComfyUI message about a job, relayed by its worker: data = {"type", "data"}.
+    COMFY = "comfy"
+
+
+#: The ComfyUI WebSocket message types a worker relays for a job, in ComfyUI's own shapes.
+COMFY_JOB_MESSAGES = (
+    "execution_start",
+    "execution_cached",
+    "executing",
+    "progress",
+    "progress_state",
+    "executed",
+    "execution_success",
+    "execution_error",
+    "execution_interrupted",
+)
+
+
+# -- object storage ---------------------------------------------------------------------------
+class FileType(StrEnum):
+    """ComfyUI's file types (the `type` of /view and of every output entry)."""
+
+    INPUT = "input"
+    OUTPUT = "output"
+    TEMP = "temp"
+
+
+_MAX_PATH = 512
+
+
+def safe_relpath(path: str, what: str = "path") -> str:
+    """A relative path made of plain components ('' is allowed: no subfolder), or ValueError.
+
+    Every object key is built from such parts, so no input can climb out of its prefix."""
+    if path == "":
+        return path
+    if len(path) > _MAX_PATH or "\\" in path or "\0" in path or path.startswith("/"):
+        raise ValueError(f"invalid {what} {path!r}")
+    for part in path.split("/"):
+        if part in ("", ".", "..") or part != part.strip():
+            raise ValueError(f"invalid {what} {path!r}")
+    return path
+
+
+def _join(*parts: str) -> str:
+    return "/".join(p for p in parts if p)
+
+
+def user_prefix(user: str) -> str:
+    """Everything of one participant lives under this prefix."""
+    return f"users/{safe_relpath(user, 'user')}/"
+
+
+def input_key(user: str, subfolder: str, filename: str) -> str:
+    """An uploaded file (ComfyUI type `input`): `users/<user>/input/[<subfolder>/]<filename>`."""
+    return user_prefix(user) + _join(
+        FileType.INPUT, safe_relpath(subfolder, "subfolder"), safe_relpath(filename, "filename")
+    )
+
+
+def job_file_key(user: str, job_id: str, file_type: FileType, subfolder: str, filename: str) -> str:
+    """A file a job wrote (type `output` or `temp`):
+    `users/<user>/<type>/<job id>/[<subfolder>/]<filename>`.
+
+    Keyed by job, so two jobs (or two workers' ComfyUIs) writing the same name never collide."""
+    if file_type is FileType.INPUT:
+        raise ValueError("inputs are keyed by input_key")
+    return user_prefix(user) + _join(
+        file_type,
+        safe_relpath(job_id, "job id"),
+        safe_relpath(subfolder, "subfolder"),
+        safe_relpath(filename, "filename"),
+    )
+
+
+def participant_subfolder(job_id: str, subfolder: str) -> str:
+    """The `subfolder` a participant sees for a job's file: `<job id>[/<subfolder>]`, so that
+    /view?filename=&subfolder=&type= maps straight back to `job_file_key`."""
+    return _join(safe_relpath(job_id, "job id"), safe_relpath(subfolder, "subfolder"))
+
+
+def view_key(user: str, file_type: FileType, subfolder: str, filename: str) -> str:
+    """The object behind a participant's /view request (inverse of `participant_subfolder`)."""
+    if file_type is FileType.INPUT:
+        return input_key(user, subfolder, filename)
+    job_id, _, rest = safe_relpath(subfolder, "subfolder").partition("/")
+    if not job_id:
+        raise ValueError("output and temp files live in a job's subfolder")
+    return job_file_key(user, job_id, file_type, rest, filename)
+
+
+def userdata_key(user: str, path: str) -> str:
+    """A participant's saved workflows and settings (ComfyUI's /userdata):
+    `users/<user>/userdata/<path>`."""
+    return user_prefix(user) + "userdata/" + safe_relpath(path, "userdata path")
