@@ -100,7 +100,9 @@ class InputSpec:
         return next((flag for flag in UPLOAD_FLAGS if self.options.get(flag)), None)
 
 
-def input_specs(node_info: Mapping[str, Any], categories=("required", "optional")) -> list[InputSpec]:
+def input_specs(
+    node_info: Mapping[str, Any], categories=("required", "optional")
+) -> list[InputSpec]:
     """The declared inputs of a node class, required first, in declaration order."""
     specs = []
     for category in categories:
@@ -151,7 +153,9 @@ def file_inputs(catalog: Catalog) -> list[FileInput]:
             if spec.upload_flag:
                 found.append(FileInput(class_type, spec.name, spec.upload_flag))
             elif isinstance(spec.type, list) and spec.name in MODEL_INPUT_FOLDERS:
-                found.append(FileInput(class_type, spec.name, "model:" + MODEL_INPUT_FOLDERS[spec.name]))
+                found.append(
+                    FileInput(class_type, spec.name, "model:" + MODEL_INPUT_FOLDERS[spec.name])
+                )
     return found
 
 
@@ -177,7 +181,9 @@ def files_for_upload_flag(flag: str, names: Iterable[str]) -> list[str]:
     return sorted(n for n in names if content_type(n) in kinds)
 
 
-def with_file_lists(catalog: Catalog, files_for: Callable[[FileInput], list[str] | None]) -> Catalog:
+def with_file_lists(
+    catalog: Catalog, files_for: Callable[[FileInput], list[str] | None]
+) -> Catalog:
     """A copy of `catalog` whose file inputs list `files_for(input)` (None: left as it is).
 
     Old-style combos get the list as their type; new-style (`"COMBO"`) ones as

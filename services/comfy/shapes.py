@@ -50,8 +50,13 @@ def prompt_response(prompt_id: str, number: int | float, node_errors: dict | Non
     return {"prompt_id": prompt_id, "number": number, "node_errors": node_errors or {}}
 
 
-def queue_entry(number: int | float, prompt_id: str, prompt: dict, extra_data: dict,
-                outputs_to_execute: list[str]) -> list[Any]:
+def queue_entry(
+    number: int | float,
+    prompt_id: str,
+    prompt: dict,
+    extra_data: dict,
+    outputs_to_execute: list[str],
+) -> list[Any]:
     """One `/queue` entry, also the `prompt` of a history entry."""
     return [number, prompt_id, prompt, extra_data, list(outputs_to_execute)]
 
@@ -65,27 +70,40 @@ def history_extra_data(extra_data: dict) -> dict:
     return {k: v for k, v in extra_data.items() if k not in SENSITIVE_EXTRA_DATA_KEYS}
 
 
-def node_meta(node_id: str, display_node: str | None = None, parent_node: str | None = None,
-              real_node_id: str | None = None) -> dict[str, Any]:
+def node_meta(
+    node_id: str,
+    display_node: str | None = None,
+    parent_node: str | None = None,
+    real_node_id: str | None = None,
+) -> dict[str, Any]:
     """A history entry's `meta` for one output node."""
-    return {"node_id": node_id, "display_node": display_node or node_id,
-            "parent_node": parent_node, "real_node_id": real_node_id or node_id}
+    return {
+        "node_id": node_id,
+        "display_node": display_node or node_id,
+        "parent_node": parent_node,
+        "real_node_id": real_node_id or node_id,
+    }
 
 
 def history_status(success: bool, messages: list[tuple[str, dict]]) -> dict[str, Any]:
     """A history entry's `status`: `messages` are the `(type, data)` of execution_start,
     execution_cached and the closing execution_success/_error/_interrupted."""
-    return {"status_str": "success" if success else "error", "completed": success,
-            "messages": [[t, d] for t, d in messages]}
+    return {
+        "status_str": "success" if success else "error",
+        "completed": success,
+        "messages": [[t, d] for t, d in messages],
+    }
 
 
-def history_entry(entry: list[Any], outputs: dict[str, Any], status: dict[str, Any] | None,
-                  meta: dict[str, Any]) -> dict[str, Any]:
+def history_entry(
+    entry: list[Any], outputs: dict[str, Any], status: dict[str, Any] | None, meta: dict[str, Any]
+) -> dict[str, Any]:
     """One `/history` value; `entry` is the queue entry the prompt ran as."""
     number, prompt_id, prompt, extra_data, outputs_to_execute = entry
     return {
-        "prompt": queue_entry(number, prompt_id, prompt, history_extra_data(extra_data),
-                              outputs_to_execute),
+        "prompt": queue_entry(
+            number, prompt_id, prompt, history_extra_data(extra_data), outputs_to_execute
+        ),
         "outputs": outputs,
         "status": status,
         "meta": meta,
@@ -116,18 +134,32 @@ def executing(node: str | None, prompt_id: str, display_node: str | None = None)
 
 
 def executed(node: str, output: Any, prompt_id: str, display_node: str | None = None) -> dict:
-    return {"node": node, "display_node": display_node or node, "output": output, "prompt_id": prompt_id}
+    return {
+        "node": node,
+        "display_node": display_node or node,
+        "output": output,
+        "prompt_id": prompt_id,
+    }
 
 
 def progress(value: int | float, max_: int | float, prompt_id: str, node: str) -> dict[str, Any]:
     return {"value": value, "max": max_, "prompt_id": prompt_id, "node": node}
 
 
-def progress_node(node_id: str, prompt_id: str, value: int | float, max_: int | float,
-                  state: str) -> dict[str, Any]:
+def progress_node(
+    node_id: str, prompt_id: str, value: int | float, max_: int | float, state: str
+) -> dict[str, Any]:
     """One node of a `progress_state` message (`state`: running, finished, error)."""
-    return {"value": value, "max": max_, "state": state, "node_id": node_id, "prompt_id": prompt_id,
-            "display_node_id": node_id, "parent_node_id": None, "real_node_id": node_id}
+    return {
+        "value": value,
+        "max": max_,
+        "state": state,
+        "node_id": node_id,
+        "prompt_id": prompt_id,
+        "display_node_id": node_id,
+        "parent_node_id": None,
+        "real_node_id": node_id,
+    }
 
 
 def progress_state(prompt_id: str, nodes: dict[str, dict[str, Any]]) -> dict[str, Any]:
@@ -138,24 +170,52 @@ def execution_success(prompt_id: str, timestamp: int) -> dict[str, Any]:
     return {"prompt_id": prompt_id, "timestamp": timestamp}
 
 
-def execution_interrupted(prompt_id: str, node_id: str, node_type: str, executed_nodes: list[str],
-                          timestamp: int) -> dict[str, Any]:
-    return {"prompt_id": prompt_id, "node_id": node_id, "node_type": node_type,
-            "executed": executed_nodes, "timestamp": timestamp}
+def execution_interrupted(
+    prompt_id: str, node_id: str, node_type: str, executed_nodes: list[str], timestamp: int
+) -> dict[str, Any]:
+    return {
+        "prompt_id": prompt_id,
+        "node_id": node_id,
+        "node_type": node_type,
+        "executed": executed_nodes,
+        "timestamp": timestamp,
+    }
 
 
-def execution_error(prompt_id: str, node_id: str, node_type: str, executed_nodes: list[str], *,
-                    exception_message: str, exception_type: str, traceback: list[str],
-                    current_inputs: dict[str, list[Any]], current_outputs: list[str],
-                    timestamp: int) -> dict[str, Any]:
-    return {"prompt_id": prompt_id, "node_id": node_id, "node_type": node_type,
-            "executed": executed_nodes, "exception_message": exception_message,
-            "exception_type": exception_type, "traceback": traceback,
-            "current_inputs": current_inputs, "current_outputs": current_outputs,
-            "timestamp": timestamp}
+def execution_error(
+    prompt_id: str,
+    node_id: str,
+    node_type: str,
+    executed_nodes: list[str],
+    *,
+    exception_message: str,
+    exception_type: str,
+    traceback: list[str],
+    current_inputs: dict[str, list[Any]],
+    current_outputs: list[str],
+    timestamp: int,
+) -> dict[str, Any]:
+    return {
+        "prompt_id": prompt_id,
+        "node_id": node_id,
+        "node_type": node_type,
+        "executed": executed_nodes,
+        "exception_message": exception_message,
+        "exception_type": exception_type,
+        "traceback": traceback,
+        "current_inputs": current_inputs,
+        "current_outputs": current_outputs,
+        "timestamp": timestamp,
+    }
 
 
 def preview_metadata(node_id: str, prompt_id: str, image_type: str) -> dict[str, Any]:
     """The JSON header of a PREVIEW_IMAGE_WITH_METADATA frame."""
-    return {"node_id": node_id, "prompt_id": prompt_id, "display_node_id": node_id,
-            "parent_node_id": None, "real_node_id": node_id, "image_type": image_type}
+    return {
+        "node_id": node_id,
+        "prompt_id": prompt_id,
+        "display_node_id": node_id,
+        "parent_node_id": None,
+        "real_node_id": node_id,
+        "image_type": image_type,
+    }

@@ -46,7 +46,7 @@ from services.comfy import catalog as cat
 FileExists = Callable[[str], bool]
 
 
-class MalformedPrompt(Exception):  # noqa: N818 (ComfyUI's word for it is "prompt")
+class MalformedPrompt(Exception):
     """The prompt is not a graph at all (not an object of objects).
 
     ComfyUI answers these with a bare HTTP 500 (its handler raises); the double does the same,
@@ -101,7 +101,12 @@ def types_match(received: Any, expected: Any) -> bool:
     return bool({t.strip() for t in received.split(",")} & {t.strip() for t in expected.split(",")})
 
 
-_CONVERTERS: dict[str, Callable[[Any], Any]] = {"INT": int, "FLOAT": float, "STRING": str, "BOOLEAN": bool}
+_CONVERTERS: dict[str, Callable[[Any], Any]] = {
+    "INT": int,
+    "FLOAT": float,
+    "STRING": str,
+    "BOOLEAN": bool,
+}
 
 
 class _Validator:
@@ -142,8 +147,14 @@ class _Validator:
             name = spec.name
             if name not in inputs:
                 if spec.category == "required":
-                    errors.append(error("required_input_missing", "Required input is missing",
-                                        name, {"input_name": name}))
+                    errors.append(
+                        error(
+                            "required_input_missing",
+                            "Required input is missing",
+                            name,
+                            {"input_name": name},
+                        )
+                    )
                 continue
             value = inputs[name]
             if isinstance(value, list):
@@ -153,8 +164,9 @@ class _Validator:
                 elif outcome is False:
                     valid = False
                 continue
-            problem = self._check_value(inputs, spec, skip_limits=checked_input is not None
-                                        and checked_input[0] == name)
+            problem = self._check_value(
+                inputs, spec, skip_limits=checked_input is not None and checked_input[0] == name
+            )
             if problem is not None:
                 errors.append(problem)
         if checked_input is not None:
@@ -164,27 +176,45 @@ class _Validator:
     def _check_link(self, name: str, spec: cat.InputSpec, link: list) -> dict | bool:
         """An error, False (the linked node is invalid) or True."""
         if len(link) != 2:
-            return error("bad_linked_input",
-                         "Bad linked input, must be a length-2 list of [node_id, slot_index]",
-                         name, {"input_name": name, "input_config": spec.config,
-                                "received_value": link})
+            return error(
+                "bad_linked_input",
+                "Bad linked input, must be a length-2 list of [node_id, slot_index]",
+                name,
+                {"input_name": name, "input_config": spec.config, "received_value": link},
+            )
         source_id = link[0]
         _, source_info = self.node(source_id)  # KeyError: a link to a missing node
         received = cat.return_types(source_info)[link[1]]  # IndexError: a bad output index
         if not types_match(received, spec.type):
-            return error("return_type_mismatch", "Return type mismatch between linked nodes",
-                         f"{name}, received_type({received}) mismatch input_type({spec.type})",
-                         {"input_name": name, "input_config": spec.config,
-                          "received_type": received, "linked_node": link})
+            return error(
+                "return_type_mismatch",
+                "Return type mismatch between linked nodes",
+                f"{name}, received_type({received}) mismatch input_type({spec.type})",
+                {
+                    "input_name": name,
+                    "input_config": spec.config,
+                    "received_type": received,
+                    "linked_node": link,
+                },
+            )
         try:
             return self.validate(source_id)
         except Exception as ex:
-            reasons = [error("exception_during_inner_validation", "Exception when validating inner node",
-                             str(ex), {"input_name": name, "input_config": spec.config,
-                                       "exception_message": str(ex),
-                                       "exception_type": _type_name(ex),
-                                       "traceback": traceback.format_tb(ex.__traceback__),
-                                       "linked_node": link})]
+            reasons = [
+                error(
+                    "exception_during_inner_validation",
+                    "Exception when validating inner node",
+                    str(ex),
+                    {
+                        "input_name": name,
+                        "input_config": spec.config,
+                        "exception_message": str(ex),
+                        "exception_type": _type_name(ex),
+                        "traceback": traceback.format_tb(ex.__traceback__),
+                        "linked_node": link,
+                    },
+                )
+            ]
             self.validated[source_id] = (False, reasons)
             return False
 
@@ -198,26 +228,47 @@ class _Validator:
             try:
                 value = inputs[name] = convert(value)
             except Exception as ex:
-                return error("invalid_input_type",
-                             f"Failed to convert an input value to a {spec.type} value",
-                             f"{name}, {value}, {ex}",
-                             {"input_name": name, "input_config": spec.config,
-                              "received_value": value, "exception_message": str(ex)})
+                return error(
+                    "invalid_input_type",
+                    f"Failed to convert an input value to a {spec.type} value",
+                    f"{name}, {value}, {ex}",
+                    {
+                        "input_name": name,
+                        "input_config": spec.config,
+                        "received_value": value,
+                        "exception_message": str(ex),
+                    },
+                )
         if skip_limits:
             return None
         limits = spec.options
         if "min" in limits and value < limits["min"]:
-            return error("value_smaller_than_min", f"Value {value} smaller than min of {limits['min']}",
-                         name, {"input_name": name, "input_config": spec.config, "received_value": value})
+            return error(
+                "value_smaller_than_min",
+                f"Value {value} smaller than min of {limits['min']}",
+                name,
+                {"input_name": name, "input_config": spec.config, "received_value": value},
+            )
         if "max" in limits and value > limits["max"]:
-            return error("value_bigger_than_max", f"Value {value} bigger than max of {limits['max']}",
-                         name, {"input_name": name, "input_config": spec.config, "received_value": value})
+            return error(
+                "value_bigger_than_max",
+                f"Value {value} bigger than max of {limits['max']}",
+                name,
+                {"input_name": name, "input_config": spec.config, "received_value": value},
+            )
         if isinstance(spec.type, list) and value not in spec.type:
             many = len(spec.type) > 20  # ComfyUI does not echo long lists such as model files
             listed = f"(list of length {len(spec.type)})" if many else str(spec.type)
-            return error("value_not_in_list", "Value not in list", f"{name}: '{value}' not in {listed}",
-                         {"input_name": name, "input_config": None if many else spec.config,
-                          "received_value": value})
+            return error(
+                "value_not_in_list",
+                "Value not in list",
+                f"{name}: '{value}' not in {listed}",
+                {
+                    "input_name": name,
+                    "input_config": None if many else spec.config,
+                    "received_value": value,
+                },
+            )
         return None
 
     def _check_file(self, inputs: dict, name: str, message: str) -> list[dict]:
@@ -228,30 +279,48 @@ class _Validator:
             raise AttributeError("'NoneType' object has no attribute 'endswith'")
         if self.file_exists(value):
             return []
-        return [error("custom_validation_failed", "Custom validation failed for node",
-                      f"{name} - {message.format(value)}", {"input_name": name})]
+        return [
+            error(
+                "custom_validation_failed",
+                "Custom validation failed for node",
+                f"{name} - {message.format(value)}",
+                {"input_name": name},
+            )
+        ]
 
 
 def _type_name(ex: BaseException) -> str:
     """ComfyUI's `full_type_name`: builtins bare, others with their module."""
     klass = type(ex)
-    return klass.__qualname__ if klass.__module__ == "builtins" else f"{klass.__module__}.{klass.__qualname__}"
+    return (
+        klass.__qualname__
+        if klass.__module__ == "builtins"
+        else f"{klass.__module__}.{klass.__qualname__}"
+    )
 
 
-def output_nodes(prompt: Mapping[str, Any], catalog: cat.Catalog,
-                 partial_execution_targets: list[str] | None = None) -> list[str]:
+def output_nodes(
+    prompt: Mapping[str, Any],
+    catalog: cat.Catalog,
+    partial_execution_targets: list[str] | None = None,
+) -> list[str]:
     """The prompt's output nodes that would run, in the order this module validates them."""
     outputs = [
-        node_id for node_id, node in prompt.items()
+        node_id
+        for node_id, node in prompt.items()
         if cat.is_output_node(catalog[node["class_type"]])
         and (partial_execution_targets is None or node_id in partial_execution_targets)
     ]
     return list(reversed(outputs))
 
 
-def validate_prompt(prompt: Any, catalog: cat.Catalog, *,
-                    partial_execution_targets: list[str] | None = None,
-                    file_exists: FileExists | None = None) -> ValidationResult:
+def validate_prompt(
+    prompt: Any,
+    catalog: cat.Catalog,
+    *,
+    partial_execution_targets: list[str] | None = None,
+    file_exists: FileExists | None = None,
+) -> ValidationResult:
     """Validate `prompt` like ComfyUI's `POST /prompt`; converts widget values in place.
 
     Raises `MalformedPrompt` where ComfyUI fails with HTTP 500 (a prompt that is not an
@@ -261,14 +330,28 @@ def validate_prompt(prompt: Any, catalog: cat.Catalog, *,
         raise MalformedPrompt("the prompt must be an object of node objects")
     for node_id, node in prompt.items():
         if "class_type" not in node:
-            return ValidationResult(False, error(
-                "invalid_prompt", "Cannot execute because a node is missing the class_type property.",
-                f"Node ID '#{node_id}'"), [], {})
+            return ValidationResult(
+                False,
+                error(
+                    "invalid_prompt",
+                    "Cannot execute because a node is missing the class_type property.",
+                    f"Node ID '#{node_id}'",
+                ),
+                [],
+                {},
+            )
         class_type = node["class_type"]
         if not isinstance(class_type, str) or class_type not in catalog:
-            return ValidationResult(False, error(
-                "invalid_prompt", f"Cannot execute because node {class_type} does not exist.",
-                f"Node ID '#{node_id}'"), [], {})
+            return ValidationResult(
+                False,
+                error(
+                    "invalid_prompt",
+                    f"Cannot execute because node {class_type} does not exist.",
+                    f"Node ID '#{node_id}'",
+                ),
+                [],
+                {},
+            )
     outputs = output_nodes(prompt, catalog, partial_execution_targets)
     if not outputs:
         return ValidationResult(False, error("prompt_no_outputs", "Prompt has no outputs"), [], {})
@@ -283,9 +366,17 @@ def validate_prompt(prompt: Any, catalog: cat.Catalog, *,
             reasons = validator.validated[output_id][1]
         except Exception as ex:
             valid = False
-            reasons = [error("exception_during_validation", "Exception when validating node", str(ex),
-                             {"exception_type": _type_name(ex),
-                              "traceback": traceback.format_tb(ex.__traceback__)})]
+            reasons = [
+                error(
+                    "exception_during_validation",
+                    "Exception when validating node",
+                    str(ex),
+                    {
+                        "exception_type": _type_name(ex),
+                        "traceback": traceback.format_tb(ex.__traceback__),
+                    },
+                )
+            ]
             validator.validated[output_id] = (False, reasons)
         if valid:
             good.append(output_id)
@@ -296,14 +387,24 @@ def validate_prompt(prompt: Any, catalog: cat.Catalog, *,
         for node_id, (node_valid, node_reasons) in validator.validated.items():
             if node_valid or not node_reasons:
                 continue
-            entry = node_errors.setdefault(node_id, {
-                "errors": node_reasons, "dependent_outputs": [],
-                "class_type": prompt[node_id]["class_type"]})
+            entry = node_errors.setdefault(
+                node_id,
+                {
+                    "errors": node_reasons,
+                    "dependent_outputs": [],
+                    "class_type": prompt[node_id]["class_type"],
+                },
+            )
             entry["dependent_outputs"].append(output_id)
 
     if not good:
-        details = "\n".join(f"{r['message']}: {r['details']}" for _, reasons in failures for r in reasons)
-        return ValidationResult(False, error("prompt_outputs_failed_validation",
-                                             "Prompt outputs failed validation", details),
-                                [], node_errors)
+        details = "\n".join(
+            f"{r['message']}: {r['details']}" for _, reasons in failures for r in reasons
+        )
+        return ValidationResult(
+            False,
+            error("prompt_outputs_failed_validation", "Prompt outputs failed validation", details),
+            [],
+            node_errors,
+        )
     return ValidationResult(True, None, good, node_errors)
