@@ -45,7 +45,9 @@ def load_trace(name: str) -> dict[str, Any]:
 
 def object_info(with_checkpoint: bool = False) -> dict[str, Any]:
     """The recorded `/object_info` catalogue (shared: copy it before changing it)."""
-    return _load_json("object_info_with_random_ckpt.json" if with_checkpoint else "object_info.json")
+    return _load_json(
+        "object_info_with_random_ckpt.json" if with_checkpoint else "object_info.json"
+    )
 
 
 def object_info_path(with_checkpoint: bool = False) -> Path:

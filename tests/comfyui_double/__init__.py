@@ -8,20 +8,21 @@ differences). It speaks ComfyUI's HTTP and WebSocket API on aiohttp, validates p
 
 In-process (worker, gateway and benchmark tests)::
 
-    async with start_double(tmp_path, job_time_s=0.2, models={"checkpoints": ["a.safetensors"]}) as comfy:
+    async with start_double(tmp_path, job_time_s=0.2, models={"checkpoints": ["a.ckpt"]}) as comfy:
         comfy.url                     # "http://127.0.0.1:<free port>"
-        comfy.fail_next("KSampler", "torch.OutOfMemoryError", "CUDA out of memory")  # or a node id
+        comfy.fail_next("KSampler", "torch.OutOfMemoryError", "CUDA out of memory")  # or node id
         await comfy.kill()            # dies mid-job: port closed, sockets dropped, requests cut
         await comfy.restart()         # same port, fresh state (queue, history, cache, temp files)
         comfy.quiet_ws(); comfy.loud_ws()   # WebSockets stay open but receive nothing / resume
-        comfy.stats()                 # DoubleStats(busy_s, prompts_run, ...): utilisation = busy/wall
+        comfy.stats()                 # DoubleStats(busy_s, prompts_run, ...): busy / wall
         comfy.history                 # ComfyUI's history dict, live
         comfy.files                   # {"output": [...], "temp": [...], "input": [...]}
         comfy.add_model("loras", "x.safetensors")
+        await comfy.wait_done(prompt_id)   # its history entry, once it is there
         comfy.interrupt()             # as POST /interrupt
 
 Options (`DoubleOptions`): `job_time_s` (seconds per prompt, shared by the nodes it runs),
-`node_time_s` (`{class_type: seconds}` per node), `step_time_s` (per sampler step),
+`node_time_s` (`{class_type or node_id: seconds}`), `step_time_s` (per sampler step),
 `object_info` (a catalogue dict or JSON path; default the traces' catalogue), `models`
 (`{folder: [file names]}`: files created under `models/`, listed by `/models` and the loader
 combos), `previews` (binary preview frames per sampler step, like `--preview-method`),
@@ -34,6 +35,7 @@ As a process: `python -m tests.comfyui_double --listen 127.0.0.1 --port P
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 from collections.abc import AsyncIterator, Mapping
@@ -89,8 +91,9 @@ class ComfyDouble:
 
     def __init__(self, root: Path, options: DoubleOptions):
         self.options = options
-        self.folders = Folders(root, options.output_directory, options.input_directory,
-                               options.temp_directory)
+        self.folders = Folders(
+            root, options.output_directory, options.input_directory, options.temp_directory
+        )
         self.catalog = load_catalog(options.object_info)
         self.timing = Timing(options.job_time_s, dict(options.node_time_s), options.step_time_s)
         self._stats = Stats()
@@ -107,8 +110,14 @@ class ComfyDouble:
         return f"ws://{self.options.host}:{self.port}/ws"
 
     def _argv(self) -> list[str]:
-        return self.options.argv or ["main.py", "--listen", self.options.host, "--port", str(self.port),
-                                     "--disable-auto-launch"]
+        return self.options.argv or [
+            "main.py",
+            "--listen",
+            self.options.host,
+            "--port",
+            str(self.port),
+            "--disable-auto-launch",
+        ]
 
     async def start(self) -> None:
         self.folders.create()
@@ -116,8 +125,16 @@ class ComfyDouble:
             for name in names:
                 if not (self.folders.model_dir(folder) / name).exists():
                     self.folders.add_model(folder, name)
-        self.server = ComfyServer(self.folders, self.catalog, self.timing, self.options.previews,
-                                  self._stats, self._argv(), self.options.devices, self.options.debug_routes)
+        self.server = ComfyServer(
+            self.folders,
+            self.catalog,
+            self.timing,
+            self.options.previews,
+            self._stats,
+            self._argv(),
+            self.options.devices,
+            self.options.debug_routes,
+        )
         self.server.hub.quiet = self._quiet
         self.port = await self.server.start(self.options.host, self.port)
 
@@ -141,7 +158,9 @@ class ComfyDouble:
             raise RuntimeError("the double is not running (killed); call restart()")
         return self.server
 
-    def fail_next(self, target: str, exception_type: str = "RuntimeError", message: str = "injected failure") -> None:
+    def fail_next(
+        self, target: str, exception_type: str = "RuntimeError", message: str = "injected failure"
+    ) -> None:
         """The next node whose class type or node id is `target` fails with this exception."""
         self._server().executor.fail_next(target, exception_type, message)
 
@@ -162,9 +181,18 @@ class ComfyDouble:
     def add_model(self, folder: str, name: str, metadata: dict[str, str] | None = None) -> None:
         self.folders.add_model(folder, name, metadata)
 
+    async def wait_done(self, prompt_id: str, timeout_s: float = 30.0) -> dict:
+        """Wait until `prompt_id` is in the history (finished, failed or interrupted)."""
+        queue = self._server().queue
+        async with asyncio.timeout(timeout_s), queue.done:
+            await queue.done.wait_for(lambda: prompt_id in queue.history)
+        return queue.history[prompt_id]
+
     def stats(self) -> DoubleStats:
         s = self._stats
-        return DoubleStats(s.busy_s, s.prompts_run, s.prompts_failed, s.prompts_interrupted, s.wall_s)
+        return DoubleStats(
+            s.busy_s, s.prompts_run, s.prompts_failed, s.prompts_interrupted, s.wall_s
+        )
 
     @property
     def history(self) -> dict[str, dict]:

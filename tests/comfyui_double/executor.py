@@ -48,8 +48,10 @@ from tests.comfyui_double import nodes as sim
 from tests.comfyui_double.folders import Folders
 
 MAXIMUM_HISTORY_SIZE = 10000
-OOM_TIPS = ("This error means you ran out of memory on your GPU.\n\nTIPS: If the workflow worked "
-            "before you might have accidentally set the batch_size to a large number.")
+OOM_TIPS = (
+    "This error means you ran out of memory on your GPU.\n\nTIPS: If the workflow worked "
+    "before you might have accidentally set the batch_size to a large number."
+)
 
 
 class Messenger(Protocol):
@@ -79,7 +81,9 @@ class QueueItem:
         return (self.number, self.prompt_id) < (other.number, other.prompt_id)
 
     def entry(self) -> list[Any]:
-        return shapes.queue_entry(self.number, self.prompt_id, self.prompt, self.extra_data, self.outputs)
+        return shapes.queue_entry(
+            self.number, self.prompt_id, self.prompt, self.extra_data, self.outputs
+        )
 
 
 class PromptQueue:
@@ -93,6 +97,7 @@ class PromptQueue:
         self.flags: dict[str, Any] = {}
         self._task_counter = 0
         self._wake = asyncio.Event()
+        self.done = asyncio.Condition()  # notified whenever a prompt lands in the history
 
     def remaining(self) -> int:
         return len(self.heap) + len(self.running)
@@ -122,6 +127,10 @@ class PromptQueue:
             self.history.pop(next(iter(self.history)))
         self.history[item.prompt_id] = shapes.history_entry(item.entry(), outputs, status, meta)
         self._on_change()
+
+    async def notify_done(self) -> None:
+        async with self.done:
+            self.done.notify_all()
 
     def running_entries(self) -> list[list[Any]]:
         return [item.entry() for item in self.running.values()]
@@ -217,7 +226,9 @@ class Caches:
         walk(node_id)
         return tuple(self._immediate(prompt, n, order, catalog) for n in [node_id, *ancestors])
 
-    def _immediate(self, prompt: dict, node_id: str, order: dict[str, int], catalog: cat.Catalog) -> Any:
+    def _immediate(
+        self, prompt: dict, node_id: str, order: dict[str, int], catalog: cat.Catalog
+    ) -> Any:
         if node_id not in prompt:
             return (object(),)  # a missing node: never cached
         node = prompt[node_id]
@@ -320,9 +331,14 @@ class Progress:
         return self.nodes.setdefault(node_id, {"state": "pending", "value": 0, "max": 1})
 
     def _send(self) -> None:
-        active = {n: shapes.progress_node(n, self.prompt_id, e["value"], e["max"], e["state"])
-                  for n, e in self.nodes.items() if e["state"] != "pending"}
-        self.messenger.send("progress_state", shapes.progress_state(self.prompt_id, active), self.client_id)
+        active = {
+            n: shapes.progress_node(n, self.prompt_id, e["value"], e["max"], e["state"])
+            for n, e in self.nodes.items()
+            if e["state"] != "pending"
+        }
+        self.messenger.send(
+            "progress_state", shapes.progress_state(self.prompt_id, active), self.client_id
+        )
 
     def start(self, node_id: str) -> None:
         self._entry(node_id).update(state="running", value=0.0, max=1.0)
@@ -341,7 +357,7 @@ class Progress:
 # -- the executor -----------------------------------------------------------------------------
 
 
-class Interrupted(Exception):  # noqa: N818 (ComfyUI's InterruptProcessingException)
+class Interrupted(Exception):
     pass
 
 
@@ -350,7 +366,7 @@ class Timing:
     """How long simulated work takes (seconds).
 
     `job_time_s` is shared by the nodes a prompt actually runs (cached ones take no time);
-    `node_time_s[class_type]` fixes a class's time per node; `step_time_s` fixes a sampler's
+    `node_time_s[node_id or class_type]` fixes a node's time; `step_time_s` fixes a sampler's
     time per step. Waiting is cut short by an interrupt: the node finishes (a sampler stops at
     its next step), as ComfyUI checks for interrupts only between nodes and steps.
     """
@@ -374,8 +390,16 @@ class Stats:
 
 
 class Executor:
-    def __init__(self, queue: PromptQueue, messenger: Messenger, catalog: Callable[[], cat.Catalog],
-                 folders: Folders, timing: Timing, previews: bool, stats: Stats):
+    def __init__(
+        self,
+        queue: PromptQueue,
+        messenger: Messenger,
+        catalog: Callable[[], cat.Catalog],
+        folders: Folders,
+        timing: Timing,
+        previews: bool,
+        stats: Stats,
+    ):
         self.queue = queue
         self.messenger = messenger
         self.catalog = catalog
@@ -413,7 +437,10 @@ class Executor:
                 self.stats.prompts_run += 1
                 self.queue.task_done(task_id, outputs, meta, status)
                 if self.client_id is not None:
-                    self.messenger.send("executing", shapes.executing(None, item.prompt_id), self.client_id)
+                    self.messenger.send(
+                        "executing", shapes.executing(None, item.prompt_id), self.client_id
+                    )
+                await self.queue.notify_done()
             flags = self.queue.take_flags()
             if flags.get("free_memory"):
                 self.caches = Caches(self.catalog, self.folders)
@@ -443,8 +470,13 @@ class Executor:
         order = ExecutionOrder(prompt, catalog, lambda n: self.caches.output(n) is not None)
         for output_id in item.outputs:
             order.add(output_id)
-        run = _PromptRun(self, item, catalog, progress,
-                         to_run=sum(1 for n in order.pending if self.caches.output(n) is None))
+        run = _PromptRun(
+            self,
+            item,
+            catalog,
+            progress,
+            to_run=sum(1 for n in order.pending if self.caches.output(n) is None),
+        )
         success = True
         while not order.empty():
             node_id = order.pick()
@@ -492,8 +524,14 @@ class Executor:
 class _PromptRun:
     """The per-prompt part of the executor: runs one node at a time."""
 
-    def __init__(self, executor: Executor, item: QueueItem, catalog: cat.Catalog, progress: Progress,
-                 to_run: int):
+    def __init__(
+        self,
+        executor: Executor,
+        item: QueueItem,
+        catalog: cat.Catalog,
+        progress: Progress,
+        to_run: int,
+    ):
         self.ex = executor
         self.item = item
         self.catalog = catalog
@@ -501,10 +539,11 @@ class _PromptRun:
         self.to_run = max(to_run, 1)
         self.executed: list[str] = []
 
-    def _node_time(self, class_type: str) -> float:
+    def _node_time(self, node_id: str, class_type: str) -> float:
         timing = self.ex.timing
-        if class_type in timing.node_time_s:
-            return timing.node_time_s[class_type]
+        for key in (node_id, class_type):
+            if key in timing.node_time_s:
+                return timing.node_time_s[key]
         return timing.job_time_s / self.to_run
 
     def _inputs(self, node_id: str, info: dict) -> dict[str, Any]:
@@ -536,7 +575,9 @@ class _PromptRun:
         if ex.caches.output(node_id) is not None:
             if ex.client_id is not None:
                 ui = ex.caches.ui_of(node_id) or {}
-                ex.messenger.send("executed", shapes.executed(node_id, ui.get("output"), prompt_id), ex.client_id)
+                ex.messenger.send(
+                    "executed", shapes.executed(node_id, ui.get("output"), prompt_id), ex.client_id
+                )
             self.progress.finish(node_id)
             return None
 
@@ -548,15 +589,20 @@ class _PromptRun:
         if ex.on_node_start is not None:
             ex.on_node_start(prompt_id, node_id)
         context = sim.RunContext(
-            node_id=node_id, class_type=class_type, inputs=dict(inputs), prompt=self.item.prompt,
-            extra_data=self.item.extra_data, folders=ex.folders,
+            node_id=node_id,
+            class_type=class_type,
+            inputs=dict(inputs),
+            prompt=self.item.prompt,
+            extra_data=self.item.extra_data,
+            folders=ex.folders,
             state=ex.caches.objects.setdefault((node_id, class_type), {}),
             run_steps=lambda steps, latent: self._run_steps(node_id, class_type, steps, latent),
-            return_types=cat.return_types(info))
+            return_types=cat.return_types(info),
+        )
         try:
             ex.check_interrupt()
             if class_type not in sim.SAMPLERS:
-                await ex.sleep(self._node_time(class_type))
+                await ex.sleep(self._node_time(node_id, class_type))
             failure = next((f for f in ex.failures if f.matches(node_id, class_type)), None)
             if failure is not None:
                 failure.used = True
@@ -564,16 +610,25 @@ class _PromptRun:
                 raise sim.NodeError(failure.exception_type, failure.message)
             result = await sim.simulation(class_type)(context)
         except Interrupted:
-            data = {"prompt_id": prompt_id, "node_id": node_id, "node_type": class_type,
-                    "executed": list(self.executed)}
+            data = {
+                "prompt_id": prompt_id,
+                "node_id": node_id,
+                "node_type": class_type,
+                "executed": list(self.executed),
+            }
             return "execution_interrupted", data, True
         except Exception as error:
             return "execution_error", self._error(node_id, class_type, inputs, error), False
 
         if result.ui:
-            ex.caches.ui[ex.caches.keys[node_id]] = {"meta": shapes.node_meta(node_id), "output": result.ui}
+            ex.caches.ui[ex.caches.keys[node_id]] = {
+                "meta": shapes.node_meta(node_id),
+                "output": result.ui,
+            }
             if ex.client_id is not None:
-                ex.messenger.send("executed", shapes.executed(node_id, result.ui, prompt_id), ex.client_id)
+                ex.messenger.send(
+                    "executed", shapes.executed(node_id, result.ui, prompt_id), ex.client_id
+                )
         ex.caches.outputs[ex.caches.keys[node_id]] = result.outputs
         self.progress.finish(node_id)
         self.executed.append(node_id)
@@ -584,11 +639,16 @@ class _PromptRun:
             exception_type = error.exception_type
         else:
             klass = type(error)
-            exception_type = klass.__qualname__ if klass.__module__ == "builtins" else (
-                f"{klass.__module__}.{klass.__qualname__}")
+            exception_type = (
+                klass.__qualname__
+                if klass.__module__ == "builtins"
+                else (f"{klass.__module__}.{klass.__qualname__}")
+            )
         tips = OOM_TIPS if exception_type.endswith("OutOfMemoryError") else ""
         return {
-            "prompt_id": self.item.prompt_id, "node_id": node_id, "node_type": class_type,
+            "prompt_id": self.item.prompt_id,
+            "node_id": node_id,
+            "node_type": class_type,
             "executed": list(self.executed),
             "exception_message": f"{error}\n{tips}",
             "exception_type": exception_type,
@@ -597,14 +657,16 @@ class _PromptRun:
             "current_outputs": list(self.item.prompt),
         }
 
-    async def _run_steps(self, node_id: str, class_type: str, steps: int,
-                         latent: sim.LatentValue | None) -> None:
+    async def _run_steps(
+        self, node_id: str, class_type: str, steps: int, latent: sim.LatentValue | None
+    ) -> None:
         ex = self.ex
         timing = ex.timing
-        if class_type not in timing.node_time_s and timing.step_time_s is not None:
+        fixed = node_id in timing.node_time_s or class_type in timing.node_time_s
+        if timing.step_time_s is not None and not fixed:
             per_step = timing.step_time_s
         else:
-            per_step = self._node_time(class_type) / max(steps, 1)
+            per_step = self._node_time(node_id, class_type) / max(steps, 1)
         for step in range(1, steps + 1):
             await ex.sleep(per_step)
             ex.check_interrupt()
@@ -612,14 +674,26 @@ class _PromptRun:
             preview = await asyncio.to_thread(_preview_jpeg, latent, step) if ex.previews else None
             with_metadata = ex.messenger.supports_preview_metadata(ex.client_id)
             if preview is not None and with_metadata:
-                metadata = json.dumps(shapes.preview_metadata(node_id, self.item.prompt_id, "image/jpeg")).encode()
-                ex.messenger.send_bytes(struct.pack(">I", shapes.PREVIEW_IMAGE_WITH_METADATA)
-                                        + struct.pack(">I", len(metadata)) + metadata + preview, ex.client_id)
-            ex.messenger.send("progress", shapes.progress(step, steps, self.item.prompt_id, node_id), ex.client_id)
+                metadata = json.dumps(
+                    shapes.preview_metadata(node_id, self.item.prompt_id, "image/jpeg")
+                ).encode()
+                ex.messenger.send_bytes(
+                    struct.pack(">I", shapes.PREVIEW_IMAGE_WITH_METADATA)
+                    + struct.pack(">I", len(metadata))
+                    + metadata
+                    + preview,
+                    ex.client_id,
+                )
+            ex.messenger.send(
+                "progress", shapes.progress(step, steps, self.item.prompt_id, node_id), ex.client_id
+            )
             if preview is not None and not with_metadata:
-                ex.messenger.send_bytes(struct.pack(">I", shapes.PREVIEW_IMAGE)
-                                        + struct.pack(">I", shapes.PREVIEW_FORMAT_CODES["JPEG"]) + preview,
-                                        ex.client_id)
+                ex.messenger.send_bytes(
+                    struct.pack(">I", shapes.PREVIEW_IMAGE)
+                    + struct.pack(">I", shapes.PREVIEW_FORMAT_CODES["JPEG"])
+                    + preview,
+                    ex.client_id,
+                )
 
 
 def _format_value(value: Any) -> Any:

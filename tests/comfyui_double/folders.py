@@ -7,10 +7,10 @@ the save nodes resolve names here exactly as ComfyUI does (`name [output]` annot
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import struct
-import json
 from pathlib import Path
 
 from PIL import Image
@@ -21,8 +21,13 @@ _ANNOTATIONS = {"[output]": "output", "[input]": "input", "[temp]": "temp"}
 
 
 class Folders:
-    def __init__(self, root: Path, output: Path | None = None, input_: Path | None = None,
-                 temp: Path | None = None):
+    def __init__(
+        self,
+        root: Path,
+        output: Path | None = None,
+        input_: Path | None = None,
+        temp: Path | None = None,
+    ):
         self.root = Path(root).resolve()
         self.input = Path(input_ or self.root / "input").resolve()
         self.output = Path(output or self.root / "output").resolve()
@@ -66,8 +71,11 @@ class Folders:
         return sorted(p.name for p in self.input.iterdir() if p.is_file())
 
     def input_subfolders(self) -> list[str]:
-        return sorted(str(p.relative_to(self.input)).replace(os.sep, "/")
-                      for p in self.input.rglob("*") if p.is_dir())
+        return sorted(
+            str(p.relative_to(self.input)).replace(os.sep, "/")
+            for p in self.input.rglob("*")
+            if p.is_dir()
+        )
 
     def save_path(self, prefix: str, base: Path) -> tuple[Path, str, int, str]:
         """`get_save_image_path`: (folder, file name prefix, next counter, subfolder)."""
@@ -76,7 +84,7 @@ class Folders:
         filename = os.path.basename(normalized)
         folder = (base / subfolder).resolve()
         if os.path.commonpath((base, folder)) != str(base):
-            raise Exception("**** ERROR: Saving image outside the output folder is not allowed.")  # noqa: TRY002
+            raise Exception("**** ERROR: Saving image outside the output folder is not allowed.")
         folder.mkdir(parents=True, exist_ok=True)
         counter = 0
         for existing in os.listdir(folder):
@@ -105,7 +113,9 @@ class Folders:
         base = self.model_dir(folder)
         if not base.is_dir():
             return []
-        return sorted(str(p.relative_to(base)).replace(os.sep, "/") for p in base.rglob("*") if p.is_file())
+        return sorted(
+            str(p.relative_to(base)).replace(os.sep, "/") for p in base.rglob("*") if p.is_file()
+        )
 
     def models(self) -> dict[str, list[str]]:
         return {folder: self.model_files(folder) for folder in MODEL_FOLDERS}
@@ -115,8 +125,11 @@ class Folders:
         result = {}
         for type_name in ("output", "temp", "input"):
             base = self.by_type(type_name)
-            result[type_name] = sorted(str(p.relative_to(base)).replace(os.sep, "/")
-                                       for p in base.rglob("*") if p.is_file())
+            result[type_name] = sorted(
+                str(p.relative_to(base)).replace(os.sep, "/")
+                for p in base.rglob("*")
+                if p.is_file()
+            )
         return result
 
 

@@ -129,8 +129,16 @@ def _image(value: Any) -> ImageValue:
 
 @simulates("EmptyImage")
 async def empty_image(ctx: RunContext) -> NodeResult:
-    return NodeResult((ImageValue(ctx.get("width"), ctx.get("height"), ctx.get("batch_size"),
-                                  _rgb(ctx.get("color", 0))),))
+    return NodeResult(
+        (
+            ImageValue(
+                ctx.get("width"),
+                ctx.get("height"),
+                ctx.get("batch_size"),
+                _rgb(ctx.get("color", 0)),
+            ),
+        )
+    )
 
 
 @simulates("ImageScale")
@@ -150,7 +158,9 @@ async def image_scale(ctx: RunContext) -> NodeResult:
 async def image_invert(ctx: RunContext) -> NodeResult:
     image = _image(ctx.get("image"))
     r, g, b = image.color
-    return NodeResult((ImageValue(image.width, image.height, image.batch, (255 - r, 255 - g, 255 - b)),))
+    return NodeResult(
+        (ImageValue(image.width, image.height, image.batch, (255 - r, 255 - g, 255 - b)),)
+    )
 
 
 def _read_image(path: Path) -> tuple[int, int, tuple[int, int, int], bool]:
@@ -162,14 +172,17 @@ def _read_image(path: Path) -> tuple[int, int, tuple[int, int, int], bool]:
 @simulates("LoadImage", "LoadImageOutput")
 async def load_image(ctx: RunContext) -> NodeResult:
     width, height, color, has_alpha = await asyncio.to_thread(
-        _read_image, ctx.folders.annotated_path(ctx.get("image")))
+        _read_image, ctx.folders.annotated_path(ctx.get("image"))
+    )
     mask = MaskValue(width, height) if has_alpha else MaskValue(64, 64)  # ComfyUI's default mask
     return NodeResult((ImageValue(width, height, 1, color), mask))
 
 
 @simulates("LoadImageMask")
 async def load_image_mask(ctx: RunContext) -> NodeResult:
-    width, height, _, _ = await asyncio.to_thread(_read_image, ctx.folders.annotated_path(ctx.get("image")))
+    width, height, _, _ = await asyncio.to_thread(
+        _read_image, ctx.folders.annotated_path(ctx.get("image"))
+    )
     return NodeResult((MaskValue(width, height),))
 
 
@@ -181,20 +194,26 @@ async def mask_to_image(ctx: RunContext) -> NodeResult:
 
 @simulates("EmptyLatentImage")
 async def empty_latent(ctx: RunContext) -> NodeResult:
-    return NodeResult((LatentValue(ctx.get("width") // 8, ctx.get("height") // 8, ctx.get("batch_size")),))
+    return NodeResult(
+        (LatentValue(ctx.get("width") // 8, ctx.get("height") // 8, ctx.get("batch_size")),)
+    )
 
 
 @simulates(*SAMPLERS)
 async def ksampler(ctx: RunContext) -> NodeResult:
     latent = ctx.get("latent_image")
-    await ctx.run_steps(int(ctx.get("steps", 1)), latent if isinstance(latent, LatentValue) else None)
+    await ctx.run_steps(
+        int(ctx.get("steps", 1)), latent if isinstance(latent, LatentValue) else None
+    )
     return NodeResult((latent,))
 
 
 @simulates("VAEDecode")
 async def vae_decode(ctx: RunContext) -> NodeResult:
     latent = ctx.get("samples")
-    return NodeResult((ImageValue(latent.width * 8, latent.height * 8, latent.batch, (127, 127, 127)),))
+    return NodeResult(
+        (ImageValue(latent.width * 8, latent.height * 8, latent.batch, (127, 127, 127)),)
+    )
 
 
 @simulates("VAEEncode")
@@ -207,10 +226,15 @@ async def vae_encode(ctx: RunContext) -> NodeResult:
 async def latent_composite(ctx: RunContext) -> NodeResult:
     to, src = ctx.get("samples_to"), ctx.get("samples_from")
     if src.batch not in (1, to.batch):  # torch cannot broadcast the pasted batch
-        raise NodeError("RuntimeError", (
-            f"The expanded size of the tensor ({to.batch}) must match the existing size ({src.batch}) "
-            f"at non-singleton dimension 0.  Target sizes: [{to.batch}, 4, {to.height}, {to.width}].  "
-            f"Tensor sizes: [{src.batch}, 4, {src.height}, {src.width}]"))
+        raise NodeError(
+            "RuntimeError",
+            (
+                f"The expanded size of the tensor ({to.batch}) must match the existing size "
+                f"({src.batch}) at non-singleton dimension 0.  Target sizes: "
+                f"[{to.batch}, 4, {to.height}, {to.width}].  "
+                f"Tensor sizes: [{src.batch}, 4, {src.height}, {src.width}]"
+            ),
+        )
     return NodeResult((to,))
 
 
@@ -222,24 +246,30 @@ def _png_info(ctx: RunContext) -> PngInfo:
     return info
 
 
-def _write_pngs(image: ImageValue, folder: Path, filename: str, counter: int, info: PngInfo,
-                compress_level: int) -> list[str]:
+def _write_pngs(
+    image: ImageValue, folder: Path, filename: str, counter: int, info: PngInfo, compress_level: int
+) -> list[str]:
     names = []
     for batch_number in range(image.batch):
-        name = f"{filename.replace('%batch_num%', str(batch_number))}_{counter + batch_number:05}_.png"
+        name = (
+            f"{filename.replace('%batch_num%', str(batch_number))}_{counter + batch_number:05}_.png"
+        )
         Image.new("RGB", (image.width, image.height), image.color).save(
-            folder / name, pnginfo=info, compress_level=compress_level)
+            folder / name, pnginfo=info, compress_level=compress_level
+        )
         names.append(name)
     return names
 
 
-async def _save_images(ctx: RunContext, base: Path, type_name: str, prefix_append: str,
-                       compress_level: int) -> NodeResult:
+async def _save_images(
+    ctx: RunContext, base: Path, type_name: str, prefix_append: str, compress_level: int
+) -> NodeResult:
     image = _image(ctx.get("images"))
     prefix = str(ctx.get("filename_prefix", "ComfyUI")) + prefix_append
     folder, filename, counter, subfolder = ctx.folders.save_path(prefix, base)
-    names = await asyncio.to_thread(_write_pngs, image, folder, filename, counter, _png_info(ctx),
-                                    compress_level)
+    names = await asyncio.to_thread(
+        _write_pngs, image, folder, filename, counter, _png_info(ctx), compress_level
+    )
     return NodeResult((), {"images": [shapes.file_entry(n, subfolder, type_name) for n in names]})
 
 
@@ -252,29 +282,50 @@ async def save_image(ctx: RunContext) -> NodeResult:
 async def preview_image(ctx: RunContext) -> NodeResult:
     # Each PreviewImage node object draws its own random temp prefix, kept while the node stays.
     prefix = ctx.state.setdefault(
-        "prefix_append", "_temp_" + "".join(random.choice("abcdefghijklmnopqrstupvxyz") for _ in range(5)))
+        "prefix_append",
+        "_temp_" + "".join(random.choice("abcdefghijklmnopqrstupvxyz") for _ in range(5)),
+    )
     if not ctx.get("filename_prefix"):
         ctx.inputs["filename_prefix"] = "ComfyUI"
     return await _save_images(ctx, ctx.folders.temp, "temp", prefix, 1)
 
 
 def _write_webp(image: ImageValue, path: Path, fps: float, lossless: bool, quality: int) -> None:
-    frames = [Image.new("RGB", (image.width, image.height),
-                        tuple((c + 40 * i) % 256 for c in image.color)) for i in range(image.batch)]
-    frames[0].save(path, save_all=True, append_images=frames[1:], duration=int(1000.0 / fps),
-                   lossless=lossless, quality=quality)
+    frames = [
+        Image.new(
+            "RGB", (image.width, image.height), tuple((c + 40 * i) % 256 for c in image.color)
+        )
+        for i in range(image.batch)
+    ]
+    frames[0].save(
+        path,
+        save_all=True,
+        append_images=frames[1:],
+        duration=int(1000.0 / fps),
+        lossless=lossless,
+        quality=quality,
+    )
 
 
 @simulates("SaveAnimatedWEBP")
 async def save_animated_webp(ctx: RunContext) -> NodeResult:
     image = _image(ctx.get("images"))
-    folder, filename, counter, subfolder = ctx.folders.save_path(str(ctx.get("filename_prefix")),
-                                                                 ctx.folders.output)
+    folder, filename, counter, subfolder = ctx.folders.save_path(
+        str(ctx.get("filename_prefix")), ctx.folders.output
+    )
     name = f"{filename}_{counter:05}_.webp"
-    await asyncio.to_thread(_write_webp, image, folder / name, float(ctx.get("fps", 6.0)),
-                            bool(ctx.get("lossless", True)), int(ctx.get("quality", 80)))
-    return NodeResult((), {"images": [shapes.file_entry(name, subfolder, "output")],
-                           "animated": [image.batch != 1]})
+    await asyncio.to_thread(
+        _write_webp,
+        image,
+        folder / name,
+        float(ctx.get("fps", 6.0)),
+        bool(ctx.get("lossless", True)),
+        int(ctx.get("quality", 80)),
+    )
+    return NodeResult(
+        (),
+        {"images": [shapes.file_entry(name, subfolder, "output")], "animated": [image.batch != 1]},
+    )
 
 
 def _write_latent(latent: LatentValue, path: Path, prompt_json: str) -> None:
@@ -282,8 +333,11 @@ def _write_latent(latent: LatentValue, path: Path, prompt_json: str) -> None:
     size = latent.batch * 4 * latent.height * latent.width * 4
     header = {
         "__metadata__": {"prompt": prompt_json},
-        "latent_tensor": {"dtype": "F32", "shape": [latent.batch, 4, latent.height, latent.width],
-                          "data_offsets": [0, size]},
+        "latent_tensor": {
+            "dtype": "F32",
+            "shape": [latent.batch, 4, latent.height, latent.width],
+            "data_offsets": [0, size],
+        },
         "latent_format_version_0": {"dtype": "F32", "shape": [0], "data_offsets": [size, size]},
     }
     encoded = json.dumps(header).encode()
@@ -295,8 +349,9 @@ async def save_latent(ctx: RunContext) -> NodeResult:
     latent = ctx.get("samples")
     if not isinstance(latent, LatentValue):
         raise TypeError("string indices must be integers, not 'str'")
-    folder, filename, counter, subfolder = ctx.folders.save_path(str(ctx.get("filename_prefix")),
-                                                                 ctx.folders.output)
+    folder, filename, counter, subfolder = ctx.folders.save_path(
+        str(ctx.get("filename_prefix")), ctx.folders.output
+    )
     name = f"{filename}_{counter:05}_.latent"
     await asyncio.to_thread(_write_latent, latent, folder / name, json.dumps(ctx.prompt))
     return NodeResult((), {"latents": [shapes.file_entry(name, subfolder, "output")]})

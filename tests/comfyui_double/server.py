@@ -41,8 +41,10 @@ FRONTEND_VERSION = "1.27.10"
 TEMPLATES_VERSION = "0.1.95"
 MAX_UPLOAD_SIZE = 100 * 1024 * 1024
 SERVER_FEATURES = {"supports_preview_metadata": True, "max_upload_size": MAX_UPLOAD_SIZE}
-INDEX_HTML = ("<!doctype html><html lang=\"en\"><head><meta charset=\"UTF-8\"><title>ComfyUI</title>"
-              "</head><body>ComfyUI test double: no frontend</body></html>")
+INDEX_HTML = (
+    '<!doctype html><html lang="en"><head><meta charset="UTF-8"><title>ComfyUI</title>'
+    "</head><body>ComfyUI test double: no frontend</body></html>"
+)
 
 mimetypes.add_type("image/webp", ".webp")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -68,16 +70,22 @@ class Hub:
         self._outbox.put_nowait((frame, sid))
 
     def supports_preview_metadata(self, sid: str | None) -> bool:
-        return sid in self.metadata and self.metadata[sid].get("feature_flags", {}).get(
-            "supports_preview_metadata", False) is True
+        return (
+            sid in self.metadata
+            and self.metadata[sid].get("feature_flags", {}).get("supports_preview_metadata", False)
+            is True
+        )
 
     async def publish(self) -> None:
         while True:
             payload, sid = await self._outbox.get()
             if self.quiet:
                 continue
-            targets = list(self.sockets.values()) if sid is None else (
-                [self.sockets[sid]] if sid in self.sockets else [])
+            targets = (
+                list(self.sockets.values())
+                if sid is None
+                else ([self.sockets[sid]] if sid in self.sockets else [])
+            )
             for ws in targets:
                 try:
                     if isinstance(payload, bytes):
@@ -91,22 +99,33 @@ class Hub:
 class ComfyServer:
     """One ComfyUI process lifetime: state, routes and the executor task."""
 
-    def __init__(self, folders: Folders, base_catalog: cat.Catalog, timing: Timing, previews: bool,
-                 stats: Stats, argv: list[str], devices: list[dict] | None = None,
-                 debug_routes: bool = False):
+    def __init__(
+        self,
+        folders: Folders,
+        base_catalog: cat.Catalog,
+        timing: Timing,
+        previews: bool,
+        stats: Stats,
+        argv: list[str],
+        devices: list[dict] | None = None,
+        debug_routes: bool = False,
+    ):
         self.folders = folders
         self.base_catalog = base_catalog
         self.argv = argv
         self.devices = devices
         self.hub = Hub()
         self.queue = PromptQueue(lambda: self.hub.send("status", self.queue_status()))
-        self.executor = Executor(self.queue, self.hub, self.catalog, folders, timing, previews, stats)
+        self.executor = Executor(
+            self.queue, self.hub, self.catalog, folders, timing, previews, stats
+        )
         self.number = 0
         self.requests_in_flight: set[asyncio.Task] = set()
         self._catalog_cache: tuple[Any, cat.Catalog] | None = None
         self._tasks: list[asyncio.Task] = []
-        self.app = web.Application(client_max_size=MAX_UPLOAD_SIZE,
-                                   middlewares=[self._track_request, _origin_only])
+        self.app = web.Application(
+            client_max_size=MAX_UPLOAD_SIZE, middlewares=[self._track_request, _origin_only]
+        )
         self._add_routes(debug_routes)
         self.runner: web.AppRunner | None = None
 
@@ -115,7 +134,10 @@ class ComfyServer:
     async def start(self, host: str, port: int) -> int:
         self.folders.create()
         self.folders.clear_temp()
-        self._tasks = [asyncio.create_task(self.hub.publish()), asyncio.create_task(self.executor.run())]
+        self._tasks = [
+            asyncio.create_task(self.hub.publish()),
+            asyncio.create_task(self.executor.run()),
+        ]
         self.runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
         await self.runner.setup()
         site = web.TCPSite(self.runner, host, port, reuse_address=True)
@@ -245,7 +267,11 @@ class ComfyServer:
             if not self.hub.quiet:
                 await ws.send_str(json.dumps(shapes.status_message(self.queue.remaining(), sid)))
                 if self.executor.client_id == sid and self.executor.last_node_id is not None:
-                    await ws.send_str(json.dumps(shapes.message("executing", {"node": self.executor.last_node_id})))
+                    await ws.send_str(
+                        json.dumps(
+                            shapes.message("executing", {"node": self.executor.last_node_id})
+                        )
+                    )
             first = True
             async for msg in ws:
                 if msg.type != WSMsgType.TEXT:
@@ -282,9 +308,12 @@ class ComfyServer:
         prompt = body["prompt"]
         prompt_id = str(body.get("prompt_id", uuid.uuid4()))
         try:
-            result = validate_prompt(prompt, self.catalog(),
-                                     partial_execution_targets=body.get("partial_execution_targets"),
-                                     file_exists=self.folders.exists_annotated)
+            result = validate_prompt(
+                prompt,
+                self.catalog(),
+                partial_execution_targets=body.get("partial_execution_targets"),
+                file_exists=self.folders.exists_annotated,
+            )
         except MalformedPrompt as error:
             raise RuntimeError(str(error)) from error  # ComfyUI's bare 500 as well
         extra_data = body.get("extra_data", {})
@@ -296,7 +325,9 @@ class ComfyServer:
         return web.json_response(shapes.prompt_response(prompt_id, number, result.node_errors))
 
     async def get_queue(self, request: web.Request) -> web.Response:
-        return web.json_response(shapes.queue_body(self.queue.running_entries(), self.queue.pending_entries()))
+        return web.json_response(
+            shapes.queue_body(self.queue.running_entries(), self.queue.pending_entries())
+        )
 
     async def post_queue(self, request: web.Request) -> web.Response:
         body = await request.json()
@@ -312,7 +343,9 @@ class ComfyServer:
         except json.JSONDecodeError:
             body = {}
         prompt_id = body.get("prompt_id")
-        if not prompt_id or any(item.prompt_id == prompt_id for item in self.queue.running.values()):
+        if not prompt_id or any(
+            item.prompt_id == prompt_id for item in self.queue.running.values()
+        ):
             self.executor.interrupt()
         return web.Response(status=200)
 
@@ -326,9 +359,12 @@ class ComfyServer:
     async def get_history(self, request: web.Request) -> web.Response:
         max_items = request.rel_url.query.get("max_items")
         offset = request.rel_url.query.get("offset")
-        return web.json_response(self.queue.get_history(
-            max_items=int(max_items) if max_items is not None else None,
-            offset=int(offset) if offset is not None else -1))
+        return web.json_response(
+            self.queue.get_history(
+                max_items=int(max_items) if max_items is not None else None,
+                offset=int(offset) if offset is not None else -1,
+            )
+        )
 
     async def get_history_item(self, request: web.Request) -> web.Response:
         prompt_id = request.match_info["prompt_id"]
@@ -358,23 +394,28 @@ class ComfyServer:
             base = self.folders.by_type(query.get("type", "output"))
         if base is None:
             return web.Response(status=400)
-        folder = str(base)
-        if "subfolder" in query:
-            folder = os.path.join(str(base), query["subfolder"])
-            if os.path.commonpath((os.path.abspath(folder), str(base))) != str(base):
-                return web.Response(status=403)
-        filename = os.path.basename(filename)
-        path = Path(folder) / filename
-        if not path.is_file():
+        folder = _inside(base, query["subfolder"]) if "subfolder" in query else base
+        if folder is None:
+            return web.Response(status=403)
+        filename = Path(filename).name
+        path = folder / filename
+        if not await asyncio.to_thread(path.is_file):
             return web.Response(status=404)
         disposition = {"Content-Disposition": f'filename="{filename}"'}
         channel = query.get("channel")
         if "preview" in query or channel in ("rgb", "a"):
-            body, content_type = await asyncio.to_thread(_render_view, path, query.get("preview"), channel or "")
+            body, content_type = await asyncio.to_thread(
+                _render_view, path, query.get("preview"), channel or ""
+            )
             return web.Response(body=body, content_type=content_type, headers=disposition)
         content_type = mimetypes.guess_type(filename)[0] or "application/octet-stream"
-        if content_type in {"text/html", "text/html-sandboxed", "application/xhtml+xml", "text/javascript",
-                            "text/css"}:
+        if content_type in {
+            "text/html",
+            "text/html-sandboxed",
+            "application/xhtml+xml",
+            "text/javascript",
+            "text/css",
+        }:
             content_type = "application/octet-stream"
         return web.FileResponse(path, headers={**disposition, "Content-Type": content_type})
 
@@ -386,7 +427,9 @@ class ComfyServer:
         post = await request.post()
         return await self._upload(post, self._apply_mask)
 
-    async def _upload(self, post: Any, save: Callable[[Any, Any, Path], None] | None) -> web.Response:
+    async def _upload(
+        self, post: Any, save: Callable[[Any, Any, Path], None] | None
+    ) -> web.Response:
         image = post.get("image")
         type_name = post.get("type") or "input"
         base = self.folders.by_type(type_name)
@@ -398,15 +441,15 @@ class ComfyServer:
         if not filename:
             return web.Response(status=400)
         subfolder = post.get("subfolder", "")
-        folder = os.path.join(str(base), os.path.normpath(subfolder))
-        path = os.path.abspath(os.path.join(folder, filename))
-        if os.path.commonpath((str(base), path)) != str(base):
+        folder = _inside(base, subfolder)
+        if folder is None or _inside(base, os.path.join(subfolder, filename)) is None:
             return web.Response(status=400)
         data = image.file.read()
         name, duplicate = await asyncio.to_thread(
-            _place_upload, Path(folder), filename, data, post.get("overwrite") in ("true", "1"))
+            _place_upload, folder, filename, data, post.get("overwrite") in ("true", "1")
+        )
         if not duplicate:
-            target = Path(folder) / name
+            target = folder / name
             if save is not None:
                 await asyncio.to_thread(save, post, data, target)
             else:
@@ -439,9 +482,8 @@ class ComfyServer:
         filename = request.rel_url.query.get("filename")
         if not filename or not filename.endswith(".safetensors"):
             return web.Response(status=404)
-        path = self.folders.model_dir(request.match_info["folder_name"]) / os.path.relpath(
-            os.path.join("/", filename), "/")
-        if not path.is_file():
+        path = _inside(self.folders.model_dir(request.match_info["folder_name"]), filename)
+        if path is None or not await asyncio.to_thread(path.is_file):
             return web.Response(status=404)
         header = await asyncio.to_thread(_safetensors_header, path)
         if header is None or "__metadata__" not in header:
@@ -459,7 +501,9 @@ class ComfyServer:
         return web.json_response({node_class: catalog[node_class]} if node_class in catalog else {})
 
     async def embeddings(self, request: web.Request) -> web.Response:
-        return web.json_response([os.path.splitext(n)[0] for n in self.folders.model_files("embeddings")])
+        return web.json_response(
+            [os.path.splitext(n)[0] for n in self.folders.model_files("embeddings")]
+        )
 
     async def model_types(self, request: web.Request) -> web.Response:
         return web.json_response(list(cat.MODEL_FOLDERS))
@@ -471,8 +515,13 @@ class ComfyServer:
         return web.json_response(self.folders.model_files(folder))
 
     async def experiment_models(self, request: web.Request) -> web.Response:
-        return web.json_response([{"name": f, "folders": [str(self.folders.model_dir(f))]}
-                                  for f in cat.MODEL_FOLDERS if f not in ("configs", "custom_nodes")])
+        return web.json_response(
+            [
+                {"name": f, "folders": [str(self.folders.model_dir(f))]}
+                for f in cat.MODEL_FOLDERS
+                if f not in ("configs", "custom_nodes")
+            ]
+        )
 
     async def experiment_model_files(self, request: web.Request) -> web.Response:
         folder = request.match_info["folder"]
@@ -481,32 +530,57 @@ class ComfyServer:
         entries = []
         for name in self.folders.model_files(folder):
             stat = (self.folders.model_dir(folder) / name).stat()
-            entries.append({"name": name, "pathIndex": 0, "modified": stat.st_mtime,
-                            "created": stat.st_ctime, "size": stat.st_size})
+            entries.append(
+                {
+                    "name": name,
+                    "pathIndex": 0,
+                    "modified": stat.st_mtime,
+                    "created": stat.st_ctime,
+                    "size": stat.st_size,
+                }
+            )
         return web.json_response(entries)
 
     async def system_stats(self, request: web.Request) -> web.Response:
         ram_total, ram_free = _memory()
-        devices = self.devices or [{"name": "cpu", "type": "cpu", "index": None, "vram_total": ram_total,
-                                    "vram_free": ram_free, "torch_vram_total": ram_total,
-                                    "torch_vram_free": ram_free}]
-        return web.json_response({
-            "system": {
-                "os": os.name, "ram_total": ram_total, "ram_free": ram_free,
-                "comfyui_version": COMFYUI_VERSION, "required_frontend_version": FRONTEND_VERSION,
-                "installed_templates_version": TEMPLATES_VERSION,
-                "required_templates_version": TEMPLATES_VERSION,
-                "python_version": sys.version, "pytorch_version": "2.13.0+cpu", "embedded_python": False,
-                "argv": self.argv,
-            },
-            "devices": devices,
-        })
+        devices = self.devices or [
+            {
+                "name": "cpu",
+                "type": "cpu",
+                "index": None,
+                "vram_total": ram_total,
+                "vram_free": ram_free,
+                "torch_vram_total": ram_total,
+                "torch_vram_free": ram_free,
+            }
+        ]
+        return web.json_response(
+            {
+                "system": {
+                    "os": os.name,
+                    "ram_total": ram_total,
+                    "ram_free": ram_free,
+                    "comfyui_version": COMFYUI_VERSION,
+                    "required_frontend_version": FRONTEND_VERSION,
+                    "installed_templates_version": TEMPLATES_VERSION,
+                    "required_templates_version": TEMPLATES_VERSION,
+                    "python_version": sys.version,
+                    "pytorch_version": "2.13.0+cpu",
+                    "embedded_python": False,
+                    "argv": self.argv,
+                },
+                "devices": devices,
+            }
+        )
 
     async def features(self, request: web.Request) -> web.Response:
         return web.json_response(dict(SERVER_FEATURES))
 
     async def index(self, request: web.Request) -> web.Response:
-        return web.Response(text=INDEX_HTML, content_type="text/html", headers={"Cache-Control": "no-cache"})
+        return web.Response(
+            body=INDEX_HTML.encode(),
+            headers={"Content-Type": "text/html", "Cache-Control": "no-cache"},
+        )
 
     async def extensions(self, request: web.Request) -> web.Response:
         return web.json_response([])
@@ -566,11 +640,7 @@ class ComfyServer:
         if not path.exists():
             return web.Response(status=404, text="Directory not found")
         recurse = request.rel_url.query.get("recurse", "").lower() == "true"
-        pattern = os.path.join(glob.escape(str(path)), "**", "*") if recurse else os.path.join(
-            glob.escape(str(path)), "*")
-        files = [os.path.relpath(p, path).replace(os.sep, "/") for p in glob.glob(pattern, recursive=recurse)
-                 if os.path.isfile(p)]
-        return web.json_response(files)
+        return web.json_response(await asyncio.to_thread(_list_files, path, recurse))
 
     async def get_userdata(self, request: web.Request) -> web.StreamResponse:
         path = self._user_path(request.match_info["file"])
@@ -590,7 +660,7 @@ class ComfyServer:
         body = await request.read()
         path.parent.mkdir(parents=True, exist_ok=True)
         await asyncio.to_thread(path.write_bytes, body)
-        return web.json_response(os.path.relpath(path, self.folders.user).replace(os.sep, "/"))
+        return web.json_response(path.relative_to(self.folders.user).as_posix())
 
     async def delete_userdata(self, request: web.Request) -> web.Response:
         path = self._user_path(request.match_info["file"])
@@ -616,21 +686,33 @@ class ComfyServer:
         base = self.folders.by_type(request.match_info["directory_type"])
         if base is None:
             return web.json_response({"error": "Invalid directory type"}, status=400)
-        files = sorted((e for e in os.scandir(base) if e.is_file()), key=lambda e: e.stat().st_mtime,
-                       reverse=True)
+        files = sorted(
+            (e for e in os.scandir(base) if e.is_file()),
+            key=lambda e: e.stat().st_mtime,
+            reverse=True,
+        )
         return web.json_response([e.name for e in files])
 
     # -- debug routes (process mode only; not ComfyUI's) ---------------------------------------
 
     async def debug_stats(self, request: web.Request) -> web.Response:
         stats = self.executor.stats
-        return web.json_response({"busy_s": stats.busy_s, "prompts_run": stats.prompts_run,
-                                  "prompts_failed": stats.prompts_failed, "wall_s": stats.wall_s})
+        return web.json_response(
+            {
+                "busy_s": stats.busy_s,
+                "prompts_run": stats.prompts_run,
+                "prompts_failed": stats.prompts_failed,
+                "wall_s": stats.wall_s,
+            }
+        )
 
     async def debug_fail_next(self, request: web.Request) -> web.Response:
         body = await request.json()
-        self.executor.fail_next(body["target"], body.get("exception_type", "RuntimeError"),
-                                body.get("message", "injected failure"))
+        self.executor.fail_next(
+            body["target"],
+            body.get("exception_type", "RuntimeError"),
+            body.get("message", "injected failure"),
+        )
         return web.Response(status=204)
 
     async def debug_quiet(self, request: web.Request) -> web.Response:
@@ -646,11 +728,34 @@ async def _origin_only(request: web.Request, handler: Handler) -> web.StreamResp
         host_parts = urllib.parse.urlsplit("//" + host.lower())
         origin_parts = urllib.parse.urlparse(origin)
         host_domain = host.lower() if origin_parts.port is not None else host_parts.hostname
-        origin_domain = origin_parts.netloc.lower() if host_parts.port is not None else origin_parts.hostname
+        origin_domain = (
+            origin_parts.netloc.lower() if host_parts.port is not None else origin_parts.hostname
+        )
         loopback = host_parts.hostname in ("localhost", "127.0.0.1", "::1")
         if loopback and host_domain and origin_domain and host_domain != origin_domain:
             return web.Response(status=403)
     return await handler(request)
+
+
+def _inside(base: Path, relative: str) -> Path | None:
+    """`base / relative`, or None if that leaves `base` (ComfyUI's commonpath checks)."""
+    root = os.path.abspath(base)
+    path = os.path.abspath(os.path.join(root, os.path.normpath(relative) if relative else ""))
+    return Path(path) if os.path.commonpath((root, path)) == root else None
+
+
+def _list_files(path: Path, recurse: bool) -> list[str]:
+    """`/userdata?dir=`: the files under `path`, relative, posix."""
+    pattern = (
+        os.path.join(glob.escape(str(path)), "**", "*")
+        if recurse
+        else os.path.join(glob.escape(str(path)), "*")
+    )
+    return [
+        os.path.relpath(p, path).replace(os.sep, "/")
+        for p in glob.glob(pattern, recursive=recurse)
+        if os.path.isfile(p)
+    ]
 
 
 def _place_upload(folder: Path, filename: str, data: bytes, overwrite: bool) -> tuple[str, bool]:
@@ -674,14 +779,18 @@ def _render_view(path: Path, preview: str | None, channel: str) -> tuple[bytes, 
     with Image.open(path) as img:
         if preview is not None:
             parts = preview.split(";")
-            image_format = parts[0] if parts[0] in ("webp", "jpeg") and "a" not in channel else "webp"
+            image_format = (
+                parts[0] if parts[0] in ("webp", "jpeg") and "a" not in channel else "webp"
+            )
             quality = int(parts[-1]) if parts[-1].isdigit() else 90
             if image_format == "jpeg" or channel == "rgb":
                 img = img.convert("RGB")
             img.save(buffer, format=image_format, quality=quality)
             return buffer.getvalue(), f"image/{image_format}"
         if channel == "rgb":
-            (Image.merge("RGB", img.split()[:3]) if img.mode == "RGBA" else img.convert("RGB")).save(buffer, "PNG")
+            (
+                Image.merge("RGB", img.split()[:3]) if img.mode == "RGBA" else img.convert("RGB")
+            ).save(buffer, "PNG")
         else:
             alpha = img.split()[3] if img.mode == "RGBA" else Image.new("L", img.size, 255)
             out = Image.new("RGBA", img.size)
