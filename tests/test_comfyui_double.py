@@ -33,6 +33,11 @@ from __future__ import annotations
 import asyncio
 import copy
 import io
+import json
+import os
+import signal
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -41,9 +46,10 @@ import aiohttp
 import pytest
 from PIL import Image
 
+from services.local_redis import free_port
 from tests import trace_replay as tr
 from tests.comfyui_double import ComfyDouble, start_double
-from tests.traces import blob, load_trace
+from tests.traces import REPO_ROOT, blob, load_trace
 
 UPLOAD = "trace_upload_9dfb42.png"
 CHECKPOINT = "random-sd15.safetensors"
@@ -262,3 +268,328 @@ async def test_replays_trace(group: list[str], tmp_path: Path, http: aiohttp.Cli
                 _check_http(exchange, back)
             for label in replayed.sockets:
                 _check_socket(trace, replayed, label)
+
+
+# -- the control API ------------------------------------------------------------------------
+
+GRAPH = _prompt_of(
+    "02_success_emptyimage_save", 2
+)  # EmptyImage -> ImageScale -> ImageInvert -> SaveImage, + PreviewImage
+
+
+async def _submit(
+    http: aiohttp.ClientSession,
+    comfy: ComfyDouble,
+    prompt: dict,
+    client_id: str | None = None,
+    **extra: Any,
+) -> str:
+    body: dict[str, Any] = {"prompt": copy.deepcopy(prompt), **extra}
+    if client_id is not None:
+        body["client_id"] = client_id
+    async with http.post(comfy.url + "/prompt", json=body) as response:
+        assert response.status == 200, await response.text()
+        return (await response.json())["prompt_id"]
+
+
+async def _until(ws: aiohttp.ClientWebSocketResponse, predicate: Any) -> list[dict]:
+    """Messages up to and including the first one `predicate` accepts."""
+    seen = []
+    async with asyncio.timeout(30):
+        while True:
+            message = await ws.receive_json()
+            seen.append(message)
+            if predicate(message):
+                return seen
+
+
+def _executing(node: str | None) -> Any:
+    return lambda m: m["type"] == "executing" and m["data"]["node"] == node
+
+
+async def test_kill_mid_job_then_restart_on_the_same_port(
+    tmp_path: Path, http: aiohttp.ClientSession
+) -> None:
+    async with start_double(tmp_path, node_time_s={"ImageScale": 60}) as comfy:
+        port = comfy.port
+        ws = await http.ws_connect(comfy.ws_url + "?clientId=w")
+        await _submit(http, comfy, GRAPH, "w")
+        await _until(ws, _executing("2"))  # node 5 has written its temp preview by now
+        assert comfy.files["temp"]
+
+        async def stalled_body():  # an upload still in flight when the server dies
+            yield b"--x\r\n"
+            await asyncio.Event().wait()
+
+        upload = asyncio.create_task(
+            http.post(
+                comfy.url + "/upload/image",
+                data=stalled_body(),
+                headers={"Content-Type": "multipart/form-data; boundary=x"},
+            )
+        )
+        server = comfy.server
+        async with asyncio.timeout(10), server.request_started:
+            await server.request_started.wait_for(lambda: server.requests_in_flight)
+        await comfy.kill()
+        async with asyncio.timeout(10):
+            assert (await ws.receive()).type in (
+                aiohttp.WSMsgType.CLOSED,
+                aiohttp.WSMsgType.ERROR,
+                aiohttp.WSMsgType.CLOSING,
+            )
+            with pytest.raises(aiohttp.ClientError):
+                await upload
+        with pytest.raises(aiohttp.ClientConnectionError):
+            await http.get(comfy.url + "/system_stats")
+
+        comfy.timing.node_time_s.clear()
+        await comfy.restart()
+        assert comfy.port == port
+        async with http.get(comfy.url + "/queue") as response:
+            assert await response.json() == {"queue_running": [], "queue_pending": []}
+        async with http.get(comfy.url + "/history") as response:
+            assert await response.json() == {}
+        assert comfy.files["temp"] == [] and comfy.stats().prompts_run == 0
+        prompt_id = await _submit(http, comfy, GRAPH)
+        assert (await comfy.wait_done(prompt_id))["status"]["status_str"] == "success"
+
+
+async def test_quiet_websocket_stays_open_while_history_goes_on(
+    tmp_path: Path, http: aiohttp.ClientSession
+) -> None:
+    async with start_double(tmp_path) as comfy:
+        ws = await http.ws_connect(comfy.ws_url + "?clientId=q")
+        assert (await ws.receive_json())["type"] == "status"
+        comfy.quiet_ws()
+        quiet_id = await _submit(http, comfy, GRAPH, "q")
+        assert (await comfy.wait_done(quiet_id))["status"]["completed"] is True
+        comfy.loud_ws()
+        graph = copy.deepcopy(GRAPH)
+        graph["1"]["inputs"]["color"] = 1
+        loud_id = await _submit(http, comfy, graph, "q")
+        messages = await _until(ws, _executing(None))
+        assert not ws.closed
+        # Nothing of the quiet prompt ever arrived: the first message is the next one's status.
+        assert messages[0] == {
+            "type": "status",
+            "data": {"status": {"exec_info": {"queue_remaining": 1}}},
+        }
+        assert {m["data"].get("prompt_id") for m in messages if m["type"] != "status"} == {loud_id}
+
+
+async def test_fail_next_by_class_then_by_node_id(
+    tmp_path: Path, http: aiohttp.ClientSession
+) -> None:
+    async with start_double(tmp_path) as comfy:
+        ws = await http.ws_connect(comfy.ws_url + "?clientId=f")
+        comfy.fail_next("ImageInvert", "RuntimeError", "boom")
+        first = await _submit(http, comfy, GRAPH, "f")
+        error = (await _until(ws, lambda m: m["type"] == "execution_error"))[-1]["data"]
+        assert (
+            error["node_id"],
+            error["node_type"],
+            error["exception_type"],
+            error["exception_message"],
+        ) == ("3", "ImageInvert", "RuntimeError", "boom\n")
+        assert set(error["executed"]) == {"1", "2", "5"}
+        entry = await comfy.wait_done(first)
+        assert entry["status"]["status_str"] == "error" and list(entry["outputs"]) == [
+            "5"
+        ]  # saved before
+
+        comfy.fail_next("4", "torch.OutOfMemoryError", "CUDA out of memory")
+        second = copy.deepcopy(GRAPH)
+        second["4"]["inputs"]["filename_prefix"] = "other"
+        await _submit(http, comfy, second, "f")
+        error = (await _until(ws, lambda m: m["type"] == "execution_error"))[-1]["data"]
+        assert error["node_id"] == "4" and error["exception_type"] == "torch.OutOfMemoryError"
+        assert error["exception_message"].startswith(
+            "CUDA out of memory\nThis error means you ran out of memory"
+        )
+
+        third = await _submit(http, comfy, second, "f")
+        assert (await comfy.wait_done(third))["status"]["status_str"] == "success"
+        assert comfy.stats().prompts_failed == 2 and comfy.stats().prompts_run == 3
+
+
+async def test_job_time_and_utilisation_stats(tmp_path: Path, http: aiohttp.ClientSession) -> None:
+    async with start_double(tmp_path, job_time_s=0.2) as comfy:
+        ids = []
+        for color in (1, 2):
+            graph = copy.deepcopy(GRAPH)
+            graph["1"]["inputs"]["color"] = color
+            ids.append(await _submit(http, comfy, graph))
+        for prompt_id in ids:
+            messages = dict((await comfy.wait_done(prompt_id))["status"]["messages"])
+            assert (
+                messages["execution_success"]["timestamp"]
+                - messages["execution_start"]["timestamp"]
+                >= 190
+            )
+        stats = comfy.stats()
+        assert stats.prompts_run == 2 and 0.4 <= stats.busy_s <= stats.wall_s
+
+
+async def test_non_image_outputs_are_real_files(
+    tmp_path: Path, http: aiohttp.ClientSession
+) -> None:
+    graph = {
+        "1": {
+            "class_type": "EmptyImage",
+            "inputs": {"width": 32, "height": 24, "batch_size": 2, "color": 255},
+        },
+        "2": {
+            "class_type": "SaveAnimatedWEBP",
+            "inputs": {
+                "images": ["1", 0],
+                "filename_prefix": "anim",
+                "fps": 6.0,
+                "lossless": True,
+                "quality": 80,
+                "method": "default",
+            },
+        },
+        "3": {
+            "class_type": "EmptyLatentImage",
+            "inputs": {"width": 64, "height": 64, "batch_size": 1},
+        },
+        "4": {
+            "class_type": "SaveLatent",
+            "inputs": {"samples": ["3", 0], "filename_prefix": "latents/lat"},
+        },
+        "5": {"class_type": "PreviewAny", "inputs": {"source": "a text output"}},
+    }
+    async with start_double(tmp_path) as comfy:
+        entry = await comfy.wait_done(await _submit(http, comfy, graph))
+        outputs = entry["outputs"]
+        assert outputs["2"] == {
+            "images": [{"filename": "anim_00001_.webp", "subfolder": "", "type": "output"}],
+            "animated": [True],
+        }
+        assert outputs["4"] == {
+            "latents": [{"filename": "lat_00001_.latent", "subfolder": "latents", "type": "output"}]
+        }
+        assert outputs["5"] == {"text": ["a text output"]}
+        async with http.get(comfy.url + "/view?filename=anim_00001_.webp&type=output") as response:
+            assert response.content_type == "image/webp"
+            with Image.open(io.BytesIO(await response.read())) as image:
+                assert (image.size, image.n_frames) == ((32, 24), 2)
+        async with http.get(
+            comfy.url + "/view?filename=lat_00001_.latent&subfolder=latents"
+        ) as response:
+            assert response.content_type == "application/octet-stream"
+            raw = await response.read()
+            header = json.loads(raw[8 : 8 + int.from_bytes(raw[:8], "little")])
+            assert header["latent_tensor"]["shape"] == [1, 4, 8, 8]
+        assert "latents/lat_00001_.latent" in comfy.files["output"]
+
+
+async def test_reconnect_with_the_same_client_id_picks_up_the_running_node(
+    tmp_path: Path, http: aiohttp.ClientSession
+) -> None:
+    async with start_double(tmp_path, node_time_s={"ImageScale": 60}) as comfy:
+        old = await http.ws_connect(comfy.ws_url + "?clientId=r")
+        prompt_id = await _submit(http, comfy, GRAPH, "r")
+        await _until(old, _executing("2"))
+        new = await http.ws_connect(comfy.ws_url + "?clientId=r")
+        assert (await new.receive_json())["data"]["sid"] == "r"
+        assert await new.receive_json() == {"type": "executing", "data": {"node": "2"}}
+        comfy.interrupt()
+        messages = await _until(new, _executing(None))
+        assert [m["type"] for m in messages if m["type"] != "status"][-2:] == [
+            "execution_interrupted",
+            "executing",
+        ]
+        assert (await comfy.wait_done(prompt_id))["status"]["status_str"] == "error"
+        await old.close()
+
+
+# -- as a process ---------------------------------------------------------------------------
+
+FAKE_CHECKOUT = REPO_ROOT / "tests" / "comfyui_double" / "fake_checkout"
+
+
+async def _start_process(
+    port: int, tmp_path: Path, **env: str
+) -> tuple[asyncio.subprocess.Process, str]:
+    """Start the fake checkout's main.py; returns the process and what it printed until ready."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "main.py",
+        "--listen",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--disable-auto-launch",
+        "--cuda-device",
+        "1",
+        "--use-sage-attention",
+        cwd=FAKE_CHECKOUT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "COMFY_DOUBLE_ROOT": str(tmp_path), **env},
+    )
+    printed = []
+    async with asyncio.timeout(30):  # readiness: ComfyUI prints its URL once it listens
+        while b"To see the GUI go to" not in (line := await process.stdout.readline()):
+            assert line, "the double exited before listening"
+            printed.append(line.decode())
+    return process, "".join(printed)
+
+
+async def test_process_mode_from_a_fake_checkout(
+    tmp_path: Path, http: aiohttp.ClientSession
+) -> None:
+    port = free_port()
+    process, printed = await _start_process(
+        port,
+        tmp_path,
+        COMFY_DOUBLE_GPU="NVIDIA H100 80GB HBM3:85017853952",
+        COMFY_DOUBLE_JOB_TIME_S="0.05",
+    )
+    assert "ignoring ComfyUI arguments the double does not model: --use-sage-attention" in printed
+    try:
+        url = f"http://127.0.0.1:{port}"
+        async with http.get(url + "/system_stats") as response:
+            stats = await response.json()
+        assert stats["system"]["argv"][:3] == ["main.py", "--listen", "127.0.0.1"]
+        assert stats["devices"][0]["index"] == 1 and "H100" in stats["devices"][0]["name"]
+        ws = await http.ws_connect(f"ws://127.0.0.1:{port}/ws?clientId=p")
+        async with http.post(url + "/prompt", json={"prompt": GRAPH, "client_id": "p"}) as response:
+            assert response.status == 200
+        await _until(ws, _executing(None))
+        async with http.get(url + "/__double__/stats") as response:
+            assert (await response.json())["prompts_run"] == 1
+        process.send_signal(signal.SIGTERM)
+        async with asyncio.timeout(10):
+            await process.stdout.read()
+            assert await process.wait() == 0
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+
+
+async def test_process_crashes_mid_prompt_on_request(
+    tmp_path: Path, http: aiohttp.ClientSession
+) -> None:
+    port = free_port()
+    process, _ = await _start_process(port, tmp_path, COMFY_DOUBLE_CRASH_ON_PROMPT="1")
+    try:
+        ws = await http.ws_connect(f"ws://127.0.0.1:{port}/ws?clientId=c")
+        async with http.post(
+            f"http://127.0.0.1:{port}/prompt", json={"prompt": GRAPH, "client_id": "c"}
+        ) as r:
+            assert r.status == 200
+        async with asyncio.timeout(10):
+            assert await process.wait() == 1
+            while (await ws.receive()).type not in (
+                aiohttp.WSMsgType.CLOSED,
+                aiohttp.WSMsgType.ERROR,
+            ):
+                pass
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()

@@ -59,6 +59,7 @@ class Hub:
 
     def __init__(self) -> None:
         self.sockets: dict[str, web.WebSocketResponse] = {}
+        self.open: set[web.WebSocketResponse] = set()  # every open socket, mapped or not
         self.metadata: dict[str, dict[str, Any]] = {}
         self.quiet = False
         self._outbox: asyncio.Queue[tuple[str | bytes, str | None]] = asyncio.Queue()
@@ -121,6 +122,7 @@ class ComfyServer:
         )
         self.number = 0
         self.requests_in_flight: set[asyncio.Task] = set()
+        self.request_started = asyncio.Condition()  # notified as each request reaches a handler
         self._catalog_cache: tuple[Any, cat.Catalog] | None = None
         self._tasks: list[asyncio.Task] = []
         self.app = web.Application(
@@ -138,7 +140,9 @@ class ComfyServer:
             asyncio.create_task(self.hub.publish()),
             asyncio.create_task(self.executor.run()),
         ]
-        self.runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
+        self.runner = web.AppRunner(
+            self.app, access_log=None, handle_signals=False, shutdown_timeout=0.1
+        )
         await self.runner.setup()
         site = web.TCPSite(self.runner, host, port, reuse_address=True)
         await site.start()
@@ -150,7 +154,7 @@ class ComfyServer:
             task.cancel()
         for task in list(self.requests_in_flight):
             task.cancel()
-        for ws in list(self.hub.sockets.values()):
+        for ws in list(self.hub.open):
             if ws._req is not None and ws._req.transport is not None:  # drop, no close frame
                 ws._req.transport.abort()
         if self.runner is not None:
@@ -162,6 +166,8 @@ class ComfyServer:
         task = asyncio.current_task()
         if task is not None:
             self.requests_in_flight.add(task)
+        async with self.request_started:
+            self.request_started.notify_all()
         try:
             return await handler(request)
         finally:
@@ -263,6 +269,7 @@ class ComfyServer:
             sid = uuid.uuid4().hex
         self.hub.sockets[sid] = ws
         self.hub.metadata[sid] = {"feature_flags": {}}
+        self.hub.open.add(ws)
         try:
             if not self.hub.quiet:
                 await ws.send_str(json.dumps(shapes.status_message(self.queue.remaining(), sid)))
@@ -289,6 +296,7 @@ class ComfyServer:
             # As ComfyUI: this also unmaps a newer socket that reused the same clientId.
             self.hub.sockets.pop(sid, None)
             self.hub.metadata.pop(sid, None)
+            self.hub.open.discard(ws)
         return ws
 
     # -- prompts and queue ----------------------------------------------------------------------
