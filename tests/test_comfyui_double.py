@@ -593,3 +593,43 @@ async def test_process_crashes_mid_prompt_on_request(
         if process.returncode is None:
             process.kill()
             await process.wait()
+
+
+async def test_free_memory_empties_the_cache_and_other_routes(
+    tmp_path: Path, http: aiohttp.ClientSession
+) -> None:
+    async with start_double(tmp_path) as comfy:
+        first = await comfy.wait_done(await _submit(http, comfy, GRAPH, number=7))
+        assert first["prompt"][0] == 7.0 and isinstance(first["prompt"][0], float)  # float(number)
+        cached = dict(
+            (await comfy.wait_done(await _submit(http, comfy, GRAPH)))["status"]["messages"]
+        )
+        assert cached["execution_cached"]["nodes"] == ["1", "2", "3", "4", "5"]
+        async with http.post(comfy.url + "/api/free", json={"free_memory": True}) as response:
+            assert response.status == 200
+        fresh = dict(
+            (await comfy.wait_done(await _submit(http, comfy, GRAPH)))["status"]["messages"]
+        )
+        assert fresh["execution_cached"]["nodes"] == []
+
+        # /upload/mask: the original's pixels with the mask's alpha, saved as a new input file.
+        form = aiohttp.FormData()
+        form.add_field(
+            "image", _png((64, 64), (0, 0, 0, 77)), filename="mask.png", content_type="image/png"
+        )
+        form.add_field("original_ref", json.dumps({"filename": "example.png", "type": "input"}))
+        async with http.post(comfy.url + "/upload/mask", data=form) as response:
+            assert await response.json() == {"name": "mask.png", "subfolder": "", "type": "input"}
+        with Image.open(tmp_path / "input" / "mask.png") as masked:
+            assert (
+                masked.mode == "RGBA"
+                and masked.size == (64, 64)
+                and masked.getpixel((0, 0))[3] == 77
+            )
+
+        # ComfyUI refuses a loopback request whose Origin is another site.
+        headers = {"Origin": "http://evil.example"}
+        async with http.post(
+            comfy.url + "/prompt", json={"prompt": GRAPH}, headers=headers
+        ) as response:
+            assert response.status == 403

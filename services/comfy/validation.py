@@ -110,7 +110,14 @@ _CONVERTERS: dict[str, Callable[[Any], Any]] = {
 
 
 class _Validator:
-    def __init__(self, prompt: dict, catalog: cat.Catalog, file_exists: FileExists | None):
+    def __init__(
+        self,
+        prompt: dict,
+        catalog: cat.Catalog,
+        file_exists: FileExists | None,
+        tracebacks: bool = True,
+    ):
+        self.tracebacks = tracebacks
         self.prompt = prompt
         self.catalog = catalog
         self.file_exists = file_exists or (lambda _name: False)
@@ -210,7 +217,7 @@ class _Validator:
                         "input_config": spec.config,
                         "exception_message": str(ex),
                         "exception_type": _type_name(ex),
-                        "traceback": traceback.format_tb(ex.__traceback__),
+                        "traceback": _traceback(ex, self.tracebacks),
                         "linked_node": link,
                     },
                 )
@@ -289,6 +296,11 @@ class _Validator:
         ]
 
 
+def _traceback(ex: BaseException, include: bool) -> list[str]:
+    """The exception's frames as ComfyUI lists them, or [] to keep server paths private."""
+    return traceback.format_tb(ex.__traceback__) if include else []
+
+
 def _type_name(ex: BaseException) -> str:
     """ComfyUI's `full_type_name`: builtins bare, others with their module."""
     klass = type(ex)
@@ -320,8 +332,12 @@ def validate_prompt(
     *,
     partial_execution_targets: list[str] | None = None,
     file_exists: FileExists | None = None,
+    tracebacks: bool = True,
 ) -> ValidationResult:
     """Validate `prompt` like ComfyUI's `POST /prompt`; converts widget values in place.
+
+    `tracebacks=False` leaves the `traceback` lists of validation exceptions empty (the
+    gateway: they would name its source files).
 
     Raises `MalformedPrompt` where ComfyUI fails with HTTP 500 (a prompt that is not an
     object, or a node that is not an object).
@@ -356,7 +372,7 @@ def validate_prompt(
     if not outputs:
         return ValidationResult(False, error("prompt_no_outputs", "Prompt has no outputs"), [], {})
 
-    validator = _Validator(prompt, catalog, file_exists)
+    validator = _Validator(prompt, catalog, file_exists, tracebacks)
     good: list[str] = []
     failures: list[tuple[str, list[dict]]] = []
     node_errors: dict[str, Any] = {}
@@ -373,7 +389,7 @@ def validate_prompt(
                     str(ex),
                     {
                         "exception_type": _type_name(ex),
-                        "traceback": traceback.format_tb(ex.__traceback__),
+                        "traceback": _traceback(ex, tracebacks),
                     },
                 )
             ]

@@ -455,16 +455,20 @@ class Executor:
         messages: list[tuple[str, dict]] = []
 
         def add_message(type_: str, data: dict, broadcast: bool) -> None:
-            data = {**data, "timestamp": now_ms()}
+            """A message that is also kept for the history entry's `status.messages`."""
             messages.append((type_, data))
             if self.client_id is not None or broadcast:
                 self.messenger.send(type_, data, self.client_id)
 
-        add_message("execution_start", {"prompt_id": prompt_id}, broadcast=False)
+        add_message("execution_start", shapes.execution_start(prompt_id, now_ms()), broadcast=False)
         catalog = self.catalog()
         self.caches.set_prompt(prompt)
         cached = [n for n in prompt if self.caches.output(n) is not None]
-        add_message("execution_cached", {"nodes": cached, "prompt_id": prompt_id}, broadcast=False)
+        add_message(
+            "execution_cached",
+            shapes.execution_cached(cached, prompt_id, now_ms()),
+            broadcast=False,
+        )
 
         progress = Progress(prompt_id, self.messenger, self.client_id)
         order = ExecutionOrder(prompt, catalog, lambda n: self.caches.output(n) is not None)
@@ -492,7 +496,9 @@ class Executor:
                 break
             order.done(node_id)
         else:
-            add_message("execution_success", {"prompt_id": prompt_id}, broadcast=False)
+            add_message(
+                "execution_success", shapes.execution_success(prompt_id, now_ms()), broadcast=False
+            )
 
         outputs, meta = {}, {}
         for node_id in prompt:
@@ -610,12 +616,9 @@ class _PromptRun:
                 raise sim.NodeError(failure.exception_type, failure.message)
             result = await sim.simulation(class_type)(context)
         except Interrupted:
-            data = {
-                "prompt_id": prompt_id,
-                "node_id": node_id,
-                "node_type": class_type,
-                "executed": list(self.executed),
-            }
+            data = shapes.execution_interrupted(
+                prompt_id, node_id, class_type, list(self.executed), now_ms()
+            )
             return "execution_interrupted", data, True
         except Exception as error:
             return "execution_error", self._error(node_id, class_type, inputs, error), False
@@ -645,17 +648,18 @@ class _PromptRun:
                 else (f"{klass.__module__}.{klass.__qualname__}")
             )
         tips = OOM_TIPS if exception_type.endswith("OutOfMemoryError") else ""
-        return {
-            "prompt_id": self.item.prompt_id,
-            "node_id": node_id,
-            "node_type": class_type,
-            "executed": list(self.executed),
-            "exception_message": f"{error}\n{tips}",
-            "exception_type": exception_type,
-            "traceback": traceback.format_tb(error.__traceback__),
-            "current_inputs": {name: [_format_value(value)] for name, value in inputs.items()},
-            "current_outputs": list(self.item.prompt),
-        }
+        return shapes.execution_error(
+            self.item.prompt_id,
+            node_id,
+            class_type,
+            list(self.executed),
+            exception_message=f"{error}\n{tips}",
+            exception_type=exception_type,
+            traceback=traceback.format_tb(error.__traceback__),
+            current_inputs={name: [_format_value(value)] for name, value in inputs.items()},
+            current_outputs=list(self.item.prompt),
+            timestamp=now_ms(),
+        )
 
     async def _run_steps(
         self, node_id: str, class_type: str, steps: int, latent: sim.LatentValue | None
