@@ -31,6 +31,7 @@ inspects a running prompt (`SETUPS`), and interrupts cut them short.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import io
 import json
@@ -510,46 +511,42 @@ async def test_reconnect_with_the_same_client_id_picks_up_the_running_node(
 FAKE_CHECKOUT = REPO_ROOT / "tests" / "comfyui_double" / "fake_checkout"
 
 
-async def _start_process(
+@contextlib.asynccontextmanager
+async def _started_process(
     port: int, tmp_path: Path, **env: str
-) -> tuple[asyncio.subprocess.Process, str]:
-    """Start the fake checkout's main.py; returns the process and what it printed until ready."""
+) -> AsyncIterator[tuple[asyncio.subprocess.Process, str]]:
+    """The fake checkout's main.py, ready; yields it and what it printed until then."""
     process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "main.py",
-        "--listen",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--disable-auto-launch",
-        "--cuda-device",
-        "1",
-        "--use-sage-attention",
-        cwd=FAKE_CHECKOUT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
+        sys.executable, "main.py", "--listen", "127.0.0.1", "--port", str(port),
+        "--disable-auto-launch", "--cuda-device", "1", "--use-sage-attention",
+        cwd=FAKE_CHECKOUT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
         env={**os.environ, "COMFY_DOUBLE_ROOT": str(tmp_path), **env},
-    )
-    printed = []
-    async with asyncio.timeout(30):  # readiness: ComfyUI prints its URL once it listens
-        while b"To see the GUI go to" not in (line := await process.stdout.readline()):
-            assert line, "the double exited before listening"
-            printed.append(line.decode())
-    return process, "".join(printed)
+    )  # fmt: skip
+    try:
+        printed = []
+        async with asyncio.timeout(30):  # readiness: ComfyUI prints its URL once it listens
+            while b"To see the GUI go to" not in (line := await process.stdout.readline()):
+                assert line, "the double exited before listening"
+                printed.append(line.decode())
+        yield process, "".join(printed)
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
 
 
 async def test_process_mode_from_a_fake_checkout(
     tmp_path: Path, http: aiohttp.ClientSession
 ) -> None:
     port = free_port()
-    process, printed = await _start_process(
-        port,
-        tmp_path,
-        COMFY_DOUBLE_GPU="NVIDIA H100 80GB HBM3:85017853952",
-        COMFY_DOUBLE_JOB_TIME_S="0.05",
-    )
-    assert "ignoring ComfyUI arguments the double does not model: --use-sage-attention" in printed
-    try:
+    gpu = {
+        "COMFY_DOUBLE_GPU": "NVIDIA H100 80GB HBM3:85017853952",
+        "COMFY_DOUBLE_JOB_TIME_S": "0.05",
+    }
+    async with _started_process(port, tmp_path, **gpu) as (process, printed):
+        assert (
+            "ignoring ComfyUI arguments the double does not model: --use-sage-attention" in printed
+        )
         url = f"http://127.0.0.1:{port}"
         async with http.get(url + "/system_stats") as response:
             stats = await response.json()
@@ -565,23 +562,17 @@ async def test_process_mode_from_a_fake_checkout(
         async with asyncio.timeout(10):
             await process.stdout.read()
             assert await process.wait() == 0
-    finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
 
 
 async def test_process_crashes_mid_prompt_on_request(
     tmp_path: Path, http: aiohttp.ClientSession
 ) -> None:
     port = free_port()
-    process, _ = await _start_process(port, tmp_path, COMFY_DOUBLE_CRASH_ON_PROMPT="1")
-    try:
+    async with _started_process(port, tmp_path, COMFY_DOUBLE_CRASH_ON_PROMPT="1") as (process, _):
         ws = await http.ws_connect(f"ws://127.0.0.1:{port}/ws?clientId=c")
-        async with http.post(
-            f"http://127.0.0.1:{port}/prompt", json={"prompt": GRAPH, "client_id": "c"}
-        ) as r:
-            assert r.status == 200
+        body = {"prompt": GRAPH, "client_id": "c"}
+        async with http.post(f"http://127.0.0.1:{port}/prompt", json=body) as response:
+            assert response.status == 200
         async with asyncio.timeout(10):
             assert await process.wait() == 1
             while (await ws.receive()).type not in (
@@ -589,10 +580,6 @@ async def test_process_crashes_mid_prompt_on_request(
                 aiohttp.WSMsgType.ERROR,
             ):
                 pass
-    finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
 
 
 async def test_free_memory_empties_the_cache_and_other_routes(

@@ -166,20 +166,25 @@ def progress_state(prompt_id: str, nodes: dict[str, dict[str, Any]]) -> dict[str
     return {"prompt_id": prompt_id, "nodes": nodes}
 
 
-def execution_success(prompt_id: str, timestamp: int) -> dict[str, Any]:
-    return {"prompt_id": prompt_id, "timestamp": timestamp}
+#: `execution_success`'s data has the same shape as `execution_start`'s.
+execution_success = execution_start
 
 
-def execution_interrupted(
-    prompt_id: str, node_id: str, node_type: str, executed_nodes: list[str], timestamp: int
-) -> dict[str, Any]:
+def _stopped_at(prompt_id: str, node_id: str, node_type: str, executed_nodes: list[str]) -> dict:
+    """What `execution_interrupted` and `execution_error` both start with."""
     return {
         "prompt_id": prompt_id,
         "node_id": node_id,
         "node_type": node_type,
         "executed": executed_nodes,
-        "timestamp": timestamp,
     }
+
+
+def execution_interrupted(
+    prompt_id: str, node_id: str, node_type: str, executed_nodes: list[str], timestamp: int
+) -> dict[str, Any]:
+    """`executed` lists the nodes that ran before the interrupt (ComfyUI: in set order)."""
+    return {**_stopped_at(prompt_id, node_id, node_type, executed_nodes), "timestamp": timestamp}
 
 
 def execution_error(
@@ -196,10 +201,7 @@ def execution_error(
     timestamp: int,
 ) -> dict[str, Any]:
     return {
-        "prompt_id": prompt_id,
-        "node_id": node_id,
-        "node_type": node_type,
-        "executed": executed_nodes,
+        **_stopped_at(prompt_id, node_id, node_type, executed_nodes),
         "exception_message": exception_message,
         "exception_type": exception_type,
         "traceback": traceback,
