@@ -620,3 +620,22 @@ async def test_free_memory_empties_the_cache_and_other_routes(
             comfy.url + "/prompt", json={"prompt": GRAPH}, headers=headers
         ) as response:
             assert response.status == 403
+
+
+async def test_process_crashes_after_a_set_time(tmp_path: Path) -> None:
+    async with _started_process(free_port(), tmp_path, COMFY_DOUBLE_CRASH_AFTER_S="0.2") as (
+        process,
+        _,
+    ):
+        async with asyncio.timeout(10):
+            assert await process.wait() == 1
+
+
+async def test_the_comfy_fixture_is_a_running_double(
+    comfy: ComfyDouble, http: aiohttp.ClientSession
+) -> None:
+    async with http.get(comfy.url + "/api/features") as response:
+        assert await response.json() == {
+            "supports_preview_metadata": True,
+            "max_upload_size": 104857600,
+        }

@@ -28,9 +28,32 @@ Options (`DoubleOptions`): `job_time_s` (seconds per prompt, shared by the nodes
 combos), `previews` (binary preview frames per sampler step, like `--preview-method`),
 `port` (0: a free one), `host`, `devices` (`/system_stats` devices), `argv`.
 
+The `comfy` fixture (tests/conftest.py) is a double with default options.
+
 As a process: `python -m tests.comfyui_double --listen 127.0.0.1 --port P
 --disable-auto-launch [...]` (see `__main__.py`), and `fake_checkout/main.py` for a worker's
 `COMFYUI_DIR`.
+
+Known differences from ComfyUI 0.3.64 (beyond what the trace replay allows for):
+
+- No frontend: `GET /` is a stub page, `/extensions` is `[]`, no `/templates`, `/docs` or
+  static files. No `/v2/userdata`, `/userdata/{file}/move`, `full_info`/`split` listings,
+  multi-user, `/internal/logs/subscribe`; `/internal/logs` is empty.
+- Nodes are simulated (`nodes.py`): no tensors, flat-colour pixels, synthetic preview JPEGs;
+  classes without a stand-in return placeholders (no files, no UI) and never fail on their
+  own. Lazy inputs are treated as ordinary links; node expansion, async nodes, execution
+  blockers and `NOT_IDEMPOTENT` are not modelled. `IS_CHANGED` only for the file loaders
+  (sha256 of the file). Only the classic cache (no `--cache-lru` / `--cache-none`).
+- Custom validation (`VALIDATE_INPUTS`) only for the file loaders of
+  `services.comfy.catalog.FILE_CHECKED_INPUTS`. Set-ordered lists get a fixed order:
+  outputs in reverse prompt order, inputs in declaration order, `executed` in run order.
+- An interrupt also cuts the current node's simulated time short (the node then finishes,
+  as ComfyUI's would, just sooner).
+- `/system_stats`: RAM from /proc/meminfo, a CPU device unless `devices` (or
+  `COMFY_DOUBLE_GPU`) says otherwise; fixed pytorch version. `/free` `unload_models` is a
+  no-op. Upload `type=""` counts as input (ComfyUI: 500). No CORS/compression/TLS options.
+- Faithfully kept: a reconnect with the same clientId replaces the old socket in the map,
+  and closing the old one later unmaps the new one (ComfyUI's behaviour).
 """
 
 from __future__ import annotations
