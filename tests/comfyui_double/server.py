@@ -309,7 +309,7 @@ class ComfyServer:
         if "number" in body:
             number: int | float = float(body["number"])
         else:
-            number = -self.number if body.get("front") else self.number
+            number = -self.number if _member(body, "front") else self.number
             self.number += 1
         if "prompt" not in body:
             return web.json_response({"error": NO_PROMPT_ERROR, "node_errors": {}}, status=400)
@@ -339,9 +339,9 @@ class ComfyServer:
 
     async def post_queue(self, request: web.Request) -> web.Response:
         body = await request.json()
-        if body.get("clear"):
+        if _member(body, "clear"):
             self.queue.wipe()
-        for prompt_id in body.get("delete", []):
+        for prompt_id in _member(body, "delete") or []:
             self.queue.delete(prompt_id)
         return web.Response(status=200)
 
@@ -381,9 +381,9 @@ class ComfyServer:
 
     async def post_history(self, request: web.Request) -> web.Response:
         body = await request.json()
-        if body.get("clear"):
+        if _member(body, "clear"):
             self.queue.history.clear()
-        for prompt_id in body.get("delete", []):
+        for prompt_id in _member(body, "delete") or []:
             self.queue.history.pop(prompt_id, None)
         return web.Response(status=200)
 
@@ -743,6 +743,11 @@ async def _origin_only(request: web.Request, handler: Handler) -> web.StreamResp
         if loopback and host_domain and origin_domain and host_domain != origin_domain:
             return web.Response(status=403)
     return await handler(request)
+
+
+def _member(body: Any, key: str) -> Any:
+    """`body[key]` if present; ComfyUI tests membership, so a JSON list body has no keys."""
+    return body.get(key) if isinstance(body, dict) else None
 
 
 def _inside(base: Path, relative: str) -> Path | None:
