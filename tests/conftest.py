@@ -91,3 +91,12 @@ def s3_server() -> Iterator[tuple[str, Any]]:
 
 
 S3_BUCKET = "workshop-user-files"
+
+
+@pytest.fixture
+async def comfy(tmp_path: Path) -> AsyncIterator[Any]:
+    """A ComfyUI test double with default options (tests/comfyui_double: `start_double`)."""
+    from tests.comfyui_double import start_double
+
+    async with start_double(tmp_path / "comfyui") as double:
+        yield double
