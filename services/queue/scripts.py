@@ -39,8 +39,10 @@ class Batcher:
 
     Under load many requests reach Redis in the same turn; one write for all of them, instead
     of one each, saves the syscalls and cross-process wake-ups that dominate a call's cost on
-    small VMs. The first caller of a turn yields once, so that the turn's other calls can
-    join, then sends them all; a lone call costs that one yield."""
+    small VMs. The first call of a turn starts a task that sends the batch on the next turn,
+    when the turn's other calls have joined; every caller then waits for its own reply only.
+    The send runs in its own task so that a caller being cancelled (a timeout, a shutdown)
+    abandons its own reply, never the others' nor the connection they share."""
 
     def __init__(self, redis: Redis) -> None:
         self.redis = redis
@@ -50,26 +52,24 @@ class Batcher:
     async def call(self, script: AsyncScript, args: Sequence[Any]) -> Any:
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._batch.append((script, args, fut))
-        if len(self._batch) == 1:  # the first caller of a turn sends the batch
-            try:
-                await asyncio.sleep(0)  # let this turn's other requests join it
-            except asyncio.CancelledError:
-                batch, self._batch = self._batch, []
-                task = asyncio.ensure_future(self._send(batch))  # the others still get answers
-                self._sending.add(task)
-                task.add_done_callback(self._sending.discard)
-                raise
-            batch, self._batch = self._batch, []
-            await self._send(batch)
+        if len(self._batch) == 1:  # the first call of a turn: send the batch next turn
+            task = asyncio.ensure_future(self._flush())
+            self._sending.add(task)  # the loop keeps only a weak reference to tasks
+            task.add_done_callback(self._sending.discard)
         return await fut
 
-    async def _send(self, batch: list[_Pending]) -> None:
-        """Write every call at once, then give each caller its reply as soon as it is read:
-        callers resume while Redis still runs the later scripts of the batch.
+    async def _flush(self) -> None:
+        batch, self._batch = self._batch, []
+        await self._send(batch)
 
-        Unlike a client command, nothing here is retried after a connection error: a script
-        whose reply was lost may have run, and running submit or complete twice is worse than
-        a 503."""
+    async def _send(self, batch: list[_Pending], reloaded: bool = False) -> None:
+        """Write every call at once, then give each caller its reply as soon as it is read:
+        callers resume while Redis still runs the later scripts of the batch. Every caller
+        gets its reply or an exception; only this task's own cancellation is raised here.
+
+        Nothing is retried after a connection error, and a script Redis lost (NOSCRIPT after a
+        restart) is loaded and sent again by this same path: a script whose reply was lost
+        may have run, and running submit or complete twice is worse than a 503."""
         # hiredis packs in C (redis-py's packer is Python: several % of the service's CPU).
         # A call whose arguments cannot be packed fails alone.
         packed: list[bytes] = []
@@ -87,8 +87,10 @@ class Batcher:
         pool = self.redis.connection_pool
         try:
             conn = await pool.get_connection()
-        except Exception as exc:  # Redis unreachable: every caller hears of it
+        except BaseException as exc:  # Redis unreachable: every caller hears of it
             _fail(batch, exc)
+            if not isinstance(exc, Exception):
+                raise
             return
         reload: list[_Pending] = []
         try:
@@ -96,8 +98,11 @@ class Batcher:
             for script, args, fut in batch:
                 try:
                     reply = await conn.read_response()
-                except NoScriptError:  # Redis restarted: load it and run it again below
-                    reload.append((script, args, fut))
+                except NoScriptError as exc:  # Redis restarted: load it, send it again below
+                    if reloaded:  # lost again at once: give up rather than loop
+                        _fail([(script, args, fut)], exc)
+                    else:
+                        reload.append((script, args, fut))
                     continue
                 except ResponseError as exc:  # this call's own error (a Lua error)
                     _fail([(script, args, fut)], exc)
@@ -107,17 +112,25 @@ class Batcher:
         except BaseException as exc:
             await conn.disconnect(nowait=True)  # mid-reply: the connection's state is unknown
             _fail(batch, exc)
-            raise
+            if not isinstance(exc, Exception):
+                raise
         finally:
             await pool.release(conn)
-        for script, args, fut in reload:
-            try:
-                reply = await script(args=args)  # AsyncScript loads the script, then runs it
-            except Exception as exc:
-                _fail([(script, args, fut)], exc)
-                continue
-            if not fut.done():
-                fut.set_result(reply)
+        if reload:
+            await self._reload(reload)
+
+    async def _reload(self, batch: list[_Pending]) -> None:
+        """Load the scripts Redis lost (SCRIPT LOAD only defines them: safe to retry), then
+        send their calls again, once, through the same no-retry path."""
+        try:
+            for script in {id(s): s for s, _, _ in batch}.values():
+                await self.redis.script_load(script.script)
+        except BaseException as exc:
+            _fail(batch, exc)
+            if not isinstance(exc, Exception):
+                raise
+            return
+        await self._send(batch, reloaded=True)
 
 
 def _fail(batch: list[_Pending], exc: BaseException) -> None:
