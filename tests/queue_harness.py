@@ -19,7 +19,7 @@ from redis.retry import Retry
 from services.local_redis import free_port
 from services.queue.app import create_app
 from services.queue.auth import hash_password
-from services.queue.scripts import load_scripts
+from services.queue.scripts import Scripts
 from services.queue.settings import QueueSettings
 from services.serving import EmbeddedServer, start_server
 
@@ -177,4 +177,4 @@ async def cut_off_redis(queue: QueueHarness) -> None:
     store = queue.app.state.ctx.store
     await store.redis.aclose()
     store.redis = aioredis.Redis(port=1, retry=Retry(NoBackoff(), 0))
-    store.scripts = load_scripts(store.redis)
+    store.scripts = Scripts(store.redis, store.prefix)

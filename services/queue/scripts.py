@@ -1,37 +1,170 @@
-"""Load the Lua scripts that make every queue transition one atomic step in Redis."""
+"""The Lua scripts that make every queue transition one atomic step in Redis, and how Python
+calls them: each script's arguments are declared once, by name, and both sides use the names.
+
+Adding a script (the whole convention; docs/architecture.md says the same):
+
+1. `lua/<name>.lua`: its first statement takes its arguments, by name, from `args()` (lib.lua):
+       local job_id, lease_id, events_maxlen = args()
+   and nothing else in the script reads ARGV. Numbers arrive as strings (`tonumber` them);
+   lists and maps are sent as JSON (`orjson.dumps` here, `cjson.decode` there).
+2. `class Scripts` below: one line with the same names in the same order,
+       name = Script("job_id", "lease_id", "events_maxlen")
+3. Call it by keyword: `await self.scripts.name(job_id=..., lease_id=..., events_maxlen=...)`.
+   A missing or unknown keyword raises TypeError before anything is sent, and `Scripts`
+   refuses to load (so the service refuses to start) when a declaration and its script's
+   argument line differ.
+
+The key prefix is not an argument of any script: the bound scripts send it first, and only
+lib.lua reads it.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Sequence
-from dataclasses import dataclass
 from importlib.resources import files
-from typing import Any
+from operator import itemgetter
+from typing import Any, overload
 
 from hiredis import pack_command
 from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 from redis.exceptions import NoScriptError, ResponseError
 
-_NAMES = (
-    "submit",
-    "claim",
-    "start",
-    "progress",
-    "heartbeat",
-    "complete",
-    "complete_claim",
-    "fail",
-    "cancel",
-    "reap",
-    "release",
-    "position",
-    "reconcile",
-)
-
-
 #: A script call waiting to be sent: the script, its ARGV, the caller's future.
 _Pending = tuple[AsyncScript, Sequence[Any], "asyncio.Future[Any]"]
+
+#: A script's argument line: `local a, b, c = args()` (names may span lines).
+_ARGUMENT_LINE = re.compile(r"local\s+(\w+(?:\s*,\s*\w+)*)\s*=\s*args\(\)")
+
+
+class ScriptArgumentsMismatch(ValueError):
+    """A script's argument line does not name its declared arguments, in order."""
+
+
+def lua_code(source: str) -> str:
+    """The script without its comments (Lua `--` line comments; the scripts use no others)."""
+    return re.sub(r"--[^\n]*", "", source)
+
+
+def argument_names(source: str) -> tuple[str, ...]:
+    """The names a script's first statement takes from `args()`; () if it takes none."""
+    m = _ARGUMENT_LINE.match(lua_code(source).lstrip())
+    return tuple(re.split(r"\s*,\s*", m[1])) if m else ()
+
+
+class Script:
+    """The declaration of one script (`lua/<attribute name>.lua`): its arguments, in order."""
+
+    def __init__(self, *names: str) -> None:
+        self.names = names
+        self.name = ""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    # Scripts.__init__ shadows each declaration with its BoundScript on the instance, so this
+    # only runs for the class; the overloads tell type checkers what an instance holds.
+    @overload
+    def __get__(self, obj: None, owner: type) -> Script: ...
+    @overload
+    def __get__(self, obj: Scripts, owner: type) -> BoundScript: ...
+    def __get__(self, obj: Scripts | None, owner: type) -> Script | BoundScript:
+        return self if obj is None else obj.__dict__[self.name]
+
+
+class BoundScript:
+    """A declared script, registered with the client: called with keywords, sent through the
+    batcher as ``EVALSHA sha 0 <prefix> <arguments in declared order>``."""
+
+    __slots__ = ("_get", "batcher", "names", "prefix", "script")
+
+    def __init__(self, decl: Script, script: AsyncScript, batcher: Batcher, prefix: str) -> None:
+        self.names = decl.names
+        self.script = script
+        self.batcher = batcher
+        self.prefix = prefix
+        getter = itemgetter(*decl.names) if decl.names else (lambda _: ())
+        # itemgetter of one name returns the value itself, of several a tuple: make it a tuple.
+        self._get = (lambda kw: (getter(kw),)) if len(decl.names) == 1 else getter
+
+    async def __call__(self, **arguments: Any) -> Any:
+        try:
+            values = self._get(arguments)
+        except KeyError:
+            values = None
+        if values is None or len(arguments) != len(self.names):
+            raise TypeError(self._wrong_arguments(arguments))
+        return await self.batcher.call(self.script, (self.prefix, *values))
+
+    def _wrong_arguments(self, arguments: dict[str, Any]) -> str:
+        missing = [n for n in self.names if n not in arguments]
+        unknown = sorted(set(arguments) - set(self.names))
+        return (
+            f"script arguments: missing {missing}, unknown {unknown}; "
+            f"it takes {list(self.names)} (services/queue/scripts.py)"
+        )
+
+
+class Scripts:
+    """Every queue script with its arguments, in the order its argument line takes them.
+    Each call goes to Redis by SHA (EVALSHA), batched (see Batcher)."""
+
+    submit = Script(
+        "job_id", "user", "level", "max_queued", "running_limit", "workflow", "meta",
+        "events_maxlen", "extra_data", "default_mode",
+    )
+    claim = Script(
+        "worker_id", "lease_id", "lease_ms", "running_limit", "default_mode", "events_maxlen"
+    )
+    start = Script("job_id", "lease_id", "events_maxlen")
+    progress = Script("job_id", "lease_id", "lease_ms", "progress", "events_maxlen")
+    #: leases: JSON [[job_id, lease_id], ...]
+    heartbeat = Script("worker_id", "lease_ms", "leases")
+    complete = Script(
+        "job_id", "lease_id", "outputs", "running_limit", "retention_s", "history",
+        "events_maxlen",
+    )
+    complete_claim = Script(
+        "job_id", "lease_id", "outputs", "running_limit", "retention_s", "history",
+        "events_maxlen", "worker_id", "next_lease_id", "lease_ms", "default_mode",
+    )
+    fail = Script(
+        "job_id", "lease_id", "error_json", "retry", "max_attempts", "running_limit",
+        "retention_s", "history", "events_maxlen",
+    )
+    cancel = Script(
+        "job_id", "requester", "running_limit", "retention_s", "history", "events_maxlen"
+    )
+    reap = Script(
+        "max_attempts", "running_limit", "retention_s", "history", "batch", "events_maxlen"
+    )
+    release = Script("worker_id", "running_limit", "retention_s", "history", "events_maxlen")
+    #: job_ids: JSON [job_id, ...]
+    position = Script("default_mode", "job_ids")
+    reconcile = Script("running_limit")
+
+    def __init__(self, redis: Redis, prefix: str) -> None:
+        """Prepend the shared helpers to each script, check its argument line against its
+        declaration, and register it with the client."""
+        folder = files("services.queue") / "lua"
+        lib = (folder / "lib.lua").read_text()
+        batcher = Batcher(redis)
+        for decl in declared():
+            source = (folder / f"{decl.name}.lua").read_text()
+            if argument_names(source) != decl.names:
+                raise ScriptArgumentsMismatch(
+                    f"lua/{decl.name}.lua takes {list(argument_names(source))} from args(), "
+                    f"but scripts.py declares {list(decl.names)}: make them the same, in order"
+                )
+            script = redis.register_script(lib + "\n" + source)
+            self.__dict__[decl.name] = BoundScript(decl, script, batcher, prefix)
+
+
+def declared() -> list[Script]:
+    """Every script declaration of `Scripts`."""
+    return [v for v in vars(Scripts).values() if isinstance(v, Script)]
 
 
 class Batcher:
@@ -142,48 +275,3 @@ def _fail(batch: list[_Pending], exc: BaseException) -> None:
             fut.set_exception(exc)
         else:
             fut.cancel()
-
-
-@dataclass(frozen=True)
-class BatchedScript:
-    """A registered script whose calls go through the batcher; called like AsyncScript."""
-
-    script: AsyncScript
-    batcher: Batcher
-
-    async def __call__(self, args: Sequence[Any]) -> Any:
-        return await self.batcher.call(self.script, args)
-
-
-@dataclass(frozen=True)
-class Scripts:
-    """One registered script per transition; each is sent by SHA (EVALSHA), batched."""
-
-    submit: BatchedScript
-    claim: BatchedScript
-    start: BatchedScript
-    progress: BatchedScript
-    heartbeat: BatchedScript
-    complete: BatchedScript
-    complete_claim: BatchedScript
-    fail: BatchedScript
-    cancel: BatchedScript
-    reap: BatchedScript
-    release: BatchedScript
-    position: BatchedScript
-    reconcile: BatchedScript
-
-
-def load_scripts(redis: Redis) -> Scripts:
-    """Prepend the shared helpers to each script and register it with the client."""
-    folder = files("services.queue") / "lua"
-    lib = (folder / "lib.lua").read_text()
-    batcher = Batcher(redis)
-    return Scripts(
-        **{
-            name: BatchedScript(
-                redis.register_script(lib + "\n" + (folder / f"{name}.lua").read_text()), batcher
-            )
-            for name in _NAMES
-        }
-    )

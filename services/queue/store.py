@@ -16,7 +16,7 @@ import orjson
 from redis.asyncio import Redis
 
 from services.queue.models import Job, JobState, WorkerInfo
-from services.queue.scripts import Scripts, load_scripts
+from services.queue.scripts import Scripts
 from services.queue.settings import Mode, QueueSettings
 
 #: A worker silent for this long is dropped from the worker list altogether.
@@ -151,7 +151,7 @@ class JobStore:
         self.redis = redis
         self.settings = settings
         self.prefix = settings.key_prefix
-        self.scripts: Scripts = load_scripts(redis)
+        self.scripts = Scripts(redis, self.prefix)
         self._lease_ms = int(settings.lease_ttl_s * 1000)
 
     def key(self, *parts: str) -> str:
@@ -172,11 +172,10 @@ class JobStore:
         job_id = new_id()
         s = self.settings
         status, value, *rest = await self.scripts.submit(
-            args=[
-                self.prefix, job_id, user, level, s.max_queued_per_user,
-                s.max_running_per_user, workflow_blob, orjson.dumps({"client_id": client_id}),
-                s.events_maxlen, extra_blob, s.mode,
-            ]
+            job_id=job_id, user=user, level=level, max_queued=s.max_queued_per_user,
+            running_limit=s.max_running_per_user, workflow=workflow_blob,
+            meta=orjson.dumps({"client_id": client_id}), events_maxlen=s.events_maxlen,
+            extra_data=extra_blob, default_mode=s.mode,
         )
         if _text(status) == "limit":
             raise QueueFull(int(value))
@@ -230,17 +229,17 @@ class JobStore:
     async def positions(self, job_ids: list[str]) -> list[int]:
         if not job_ids:
             return []
-        raw = await self.scripts.position(args=[self.prefix, self.settings.mode, *job_ids])
+        raw = await self.scripts.position(
+            default_mode=self.settings.mode, job_ids=orjson.dumps(job_ids)
+        )
         return [int(p) for p in raw]
 
     async def cancel(self, job_id: str, requester: str | None) -> str:
         """Cancel; `requester` None means an admin. Returns the state after the call."""
         s = self.settings
         status, *rest = await self.scripts.cancel(
-            args=[
-                self.prefix, job_id, requester or "", s.max_running_per_user, s.retention_s,
-                s.history_per_user, s.events_maxlen,
-            ]
+            job_id=job_id, requester=requester or "", running_limit=s.max_running_per_user,
+            retention_s=s.retention_s, history=s.history_per_user, events_maxlen=s.events_maxlen,
         )
         status = _text(status)
         if status == "not_found":
@@ -267,10 +266,9 @@ class JobStore:
         s = self.settings
         lease_id = new_id()
         result = await self.scripts.claim(
-            args=[
-                self.prefix, worker_id, lease_id, self._lease_ms, s.max_running_per_user,
-                s.mode, s.events_maxlen,
-            ]
+            worker_id=worker_id, lease_id=lease_id, lease_ms=self._lease_ms,
+            running_limit=s.max_running_per_user, default_mode=s.mode,
+            events_maxlen=s.events_maxlen,
         )
         return _claim(result, lease_id)
 
@@ -282,18 +280,17 @@ class JobStore:
         s = self.settings
         next_lease_id = new_id()
         done, *claimed = await self.scripts.complete_claim(
-            args=[
-                self.prefix, job_id, lease_id, orjson.dumps(outputs), s.max_running_per_user,
-                s.retention_s, s.history_per_user, s.events_maxlen, worker_id, next_lease_id,
-                self._lease_ms, s.mode,
-            ]
+            job_id=job_id, lease_id=lease_id, outputs=orjson.dumps(outputs),
+            running_limit=s.max_running_per_user, retention_s=s.retention_s,
+            history=s.history_per_user, events_maxlen=s.events_maxlen, worker_id=worker_id,
+            next_lease_id=next_lease_id, lease_ms=self._lease_ms, default_mode=s.mode,
         )
         return self._completion(done, job_id), _claim(claimed[0], next_lease_id)
 
     async def start(self, job_id: str, lease_id: str) -> bool:
         """Mark the job running; returns whether a cancel was requested."""
         status, *rest = await self.scripts.start(
-            args=[self.prefix, job_id, lease_id, self.settings.events_maxlen]
+            job_id=job_id, lease_id=lease_id, events_maxlen=self.settings.events_maxlen
         )
         self._check(status, job_id)
         return _text(rest[0]) == "1"
@@ -301,10 +298,8 @@ class JobStore:
     async def progress(self, job_id: str, lease_id: str, progress: dict[str, Any]) -> bool:
         """Record a progress step (renewing the lease); returns whether to cancel."""
         status, *rest = await self.scripts.progress(
-            args=[
-                self.prefix, job_id, lease_id, self._lease_ms, orjson.dumps(progress),
-                self.settings.events_maxlen,
-            ]
+            job_id=job_id, lease_id=lease_id, lease_ms=self._lease_ms,
+            progress=orjson.dumps(progress), events_maxlen=self.settings.events_maxlen,
         )
         self._check(status, job_id)
         return _text(rest[0]) == "1"
@@ -313,19 +308,17 @@ class JobStore:
         self, worker_id: str, leases: list[tuple[str, str]]
     ) -> tuple[list[str], list[str]]:
         """Renew leases; returns (jobs to cancel, jobs whose lease is lost)."""
-        args: list[Any] = [self.prefix, worker_id, self._lease_ms]
-        for job_id, lease_id in leases:
-            args += [job_id, lease_id]
-        cancel, lost = await self.scripts.heartbeat(args=args)
+        cancel, lost = await self.scripts.heartbeat(
+            worker_id=worker_id, lease_ms=self._lease_ms, leases=orjson.dumps(leases)
+        )
         return [_text(c) or "" for c in cancel], [_text(x) or "" for x in lost]
 
     async def complete(self, job_id: str, lease_id: str, outputs: dict[str, Any]) -> Completion:
         s = self.settings
         done = await self.scripts.complete(
-            args=[
-                self.prefix, job_id, lease_id, orjson.dumps(outputs), s.max_running_per_user,
-                s.retention_s, s.history_per_user, s.events_maxlen,
-            ]
+            job_id=job_id, lease_id=lease_id, outputs=orjson.dumps(outputs),
+            running_limit=s.max_running_per_user, retention_s=s.retention_s,
+            history=s.history_per_user, events_maxlen=s.events_maxlen,
         )
         return self._completion(done, job_id)
 
@@ -342,10 +335,9 @@ class JobStore:
         """Record a failure; returns the job's new state (failed, queued or cancelled)."""
         s = self.settings
         status, *rest = await self.scripts.fail(
-            args=[
-                self.prefix, job_id, lease_id, orjson.dumps(error), int(retry), s.max_attempts,
-                s.max_running_per_user, s.retention_s, s.history_per_user, s.events_maxlen,
-            ]
+            job_id=job_id, lease_id=lease_id, error_json=orjson.dumps(error), retry=int(retry),
+            max_attempts=s.max_attempts, running_limit=s.max_running_per_user,
+            retention_s=s.retention_s, history=s.history_per_user, events_maxlen=s.events_maxlen,
         )
         self._check(status, job_id)
         return _text(rest[0]) or ""
@@ -354,10 +346,9 @@ class JobStore:
         s = self.settings
         return int(
             await self.scripts.release(
-                args=[
-                    self.prefix, worker_id, s.max_running_per_user, s.retention_s,
-                    s.history_per_user, s.events_maxlen,
-                ]
+                worker_id=worker_id, running_limit=s.max_running_per_user,
+                retention_s=s.retention_s, history=s.history_per_user,
+                events_maxlen=s.events_maxlen,
             )
         )
 
@@ -365,18 +356,15 @@ class JobStore:
         """Rebuild the ready sets under the running limit in force (run at startup: the
         scripts keep them up to date incrementally, which assumes the limit never changed).
         Returns the number of users looked at."""
-        return int(
-            await self.scripts.reconcile(args=[self.prefix, self.settings.max_running_per_user])
-        )
+        return int(await self.scripts.reconcile(running_limit=self.settings.max_running_per_user))
 
     async def reap(self, batch: int = 100) -> list[tuple[str, str]]:
         """Requeue or fail jobs whose lease expired; returns (job id, new state) pairs."""
         s = self.settings
         out = await self.scripts.reap(
-            args=[
-                self.prefix, s.max_attempts, s.max_running_per_user, s.retention_s,
-                s.history_per_user, batch, s.events_maxlen,
-            ]
+            max_attempts=s.max_attempts, running_limit=s.max_running_per_user,
+            retention_s=s.retention_s, history=s.history_per_user, batch=batch,
+            events_maxlen=s.events_maxlen,
         )
         return [(_text(a) or "", _text(b) or "") for a, b in out]
 

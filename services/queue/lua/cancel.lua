@@ -1,8 +1,7 @@
 -- Cancel a job. A queued job is removed at once; a leased or running one is flagged and its
 -- worker learns of it on its next heartbeat, progress or lease call.
--- ARGV: prefix, job_id, requester ('' = admin, may cancel anyone's), running_limit,
--- retention_s, history_per_user, events_maxlen
-local job_id, requester = ARGV[2], ARGV[3]
+-- requester: '' for an admin (may cancel anyone's), else the user who asks.
+local job_id, requester, running_limit, retention_s, history, events_maxlen = args()
 local job = k('job', job_id)
 local f = redis.call('HMGET', job, 'state', 'user', 'level')
 local state, uid, lvl = f[1], f[2], f[3]
@@ -11,15 +10,15 @@ if state == 'queued' then
   redis.call('ZREM', k('uq', uid, lvl), job_id)
   redis.call('ZREM', k('pending'), job_id)
   redis.call('HINCRBY', k('queued'), uid, -1)
-  ready_level(uid, lvl, is_eligible(uid, tonumber(ARGV[4])))  -- its level's head may change
-  finish(job_id, uid, state, 'cancelled', tonumber(ARGV[5]), tonumber(ARGV[6]))
-  emit(ARGV[7], 'cancelled', job_id, uid, 'cancelled')
+  ready_level(uid, lvl, is_eligible(uid, tonumber(running_limit)))  -- its level's head may change
+  finish(job_id, uid, state, 'cancelled', tonumber(retention_s), tonumber(history))
+  emit(events_maxlen, 'cancelled', job_id, uid, 'cancelled')
   return {'ok', 'cancelled'}
 end
 if state == 'leased' or state == 'running' then
   if redis.call('HGET', job, 'cancel_requested') ~= '1' then
     redis.call('HSET', job, 'cancel_requested', '1')
-    emit(ARGV[7], 'cancel_requested', job_id, uid, state)
+    emit(events_maxlen, 'cancel_requested', job_id, uid, state)
   end
   return {'ok', state}
 end

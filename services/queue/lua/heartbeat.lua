@@ -1,13 +1,13 @@
--- Renew a worker's leases and its liveness.
--- ARGV: prefix, worker_id, lease_ms, then pairs of (job_id, lease_id)
+-- Renew a worker's leases and its liveness. leases is JSON: [[job_id, lease_id], ...].
 -- Returns {cancel = jobs to stop, lost = leases that are no longer this worker's}.
-local worker, lease_ms = ARGV[2], tonumber(ARGV[3])
+local worker_id, lease_ms, leases = args()
+lease_ms = tonumber(lease_ms)
 local now = now_ms()
-redis.call('ZADD', k('workers'), now, worker)
+redis.call('ZADD', k('workers'), now, worker_id)
 local cancel, lost = {}, {}
-for i = 4, #ARGV, 2 do
-  local job_id = ARGV[i]
-  local f, err = held(job_id, ARGV[i + 1])
+for _, lease in ipairs(cjson.decode(leases)) do
+  local job_id = lease[1]
+  local f, err = held(job_id, lease[2])
   if err then
     table.insert(lost, job_id)
   else

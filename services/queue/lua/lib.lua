@@ -1,5 +1,14 @@
 -- Shared helpers, prepended to every script by services/queue/scripts.py.
--- ARGV[1] is always the key prefix; the remaining arguments start at ARGV[2].
+--
+-- Arguments, by name (the convention; scripts.py's docstring and docs/architecture.md say the
+-- same). Each script is declared once in scripts.py (`class Scripts`) with its argument names
+-- in order, and is called from Python by those names. Every call sends the key prefix first,
+-- read here and only here (P, used by `k`); a script takes its own arguments in its first
+-- statement, by the same names in the same order, and reads ARGV nowhere else:
+--     local job_id, lease_id, events_maxlen = args()
+-- scripts.py refuses to load a script whose names differ from its declaration. Numbers
+-- arrive as strings (tonumber them); lists and maps as JSON (cjson.decode them).
+--
 -- Data model (see docs/architecture.md):
 --   job:<id>          hash   the job record
 --   wf:<id>, xd:<id>  string compressed workflow and extra_data (JSON, zlib)
@@ -14,6 +23,7 @@
 -- Each transition touches only what it changed (a cycle is ~64 commands, each ~1-4 us);
 -- reconcile.lua rebuilds them all when a service starts.
 local P = ARGV[1]
+local function args() return unpack(ARGV, 2) end
 local LEVELS = {2, 1, 0}
 local ADMIN_INDEX_SIZE = 10000  -- newest jobs listed in the admin's index
 

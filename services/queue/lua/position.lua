@@ -1,5 +1,8 @@
--- Estimated 1-based queue positions. ARGV: prefix, default_mode, then job ids.
-local mode = redis.call('GET', k('mode')) or ARGV[2]
+-- Estimated 1-based queue positions (0: not queued). job_ids is JSON: [job_id, ...].
+local default_mode, job_ids = args()
+local mode = redis.call('GET', k('mode')) or default_mode
 local out = {}
-for i = 3, #ARGV do table.insert(out, estimate_position(ARGV[i], mode)) end
+for _, job_id in ipairs(cjson.decode(job_ids)) do
+  table.insert(out, estimate_position(job_id, mode))
+end
 return out

@@ -1,10 +1,9 @@
--- A progress step from the worker; it also renews the lease.
--- ARGV: prefix, job_id, lease_id, lease_ms, progress (JSON), events_maxlen
-local job_id = ARGV[2]
-local f, err = held(job_id, ARGV[3])
+-- A progress step from the worker (progress is JSON); it also renews the lease.
+local job_id, lease_id, lease_ms, progress, events_maxlen = args()
+local f, err = held(job_id, lease_id)
 if err then return {err} end
-local expires = now_ms() + tonumber(ARGV[4])
-redis.call('HSET', k('job', job_id), 'progress', ARGV[5], 'lease_expires', expires)
+local expires = now_ms() + tonumber(lease_ms)
+redis.call('HSET', k('job', job_id), 'progress', progress, 'lease_expires', expires)
 redis.call('ZADD', k('leases'), 'XX', expires, job_id)
-emit(ARGV[6], 'progress', job_id, f[3], f[1], ARGV[5])
+emit(events_maxlen, 'progress', job_id, f[3], f[1], progress)
 return {'ok', redis.call('HGET', k('job', job_id), 'cancel_requested') or '0'}

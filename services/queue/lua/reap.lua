@@ -1,9 +1,11 @@
 -- Handle leases that expired (their worker stopped heartbeating): requeue the job at the head
--- of its user's queue, or fail it once it has used up its attempts.
--- ARGV: prefix, max_attempts, running_limit, retention_s, history_per_user, batch, events_maxlen
-local max_attempts, running_limit = tonumber(ARGV[2]), tonumber(ARGV[3])
+-- of its user's queue, or fail it once it has used up its attempts. At most `batch` jobs.
+local max_attempts, running_limit, retention_s, history, batch, events_maxlen = args()
+max_attempts, running_limit = tonumber(max_attempts), tonumber(running_limit)
+retention_s, history = tonumber(retention_s), tonumber(history)
 local now = now_ms()
-local expired = redis.call('ZRANGE', k('leases'), '-inf', now, 'BYSCORE', 'LIMIT', 0, tonumber(ARGV[6]))
+local expired = redis.call('ZRANGE', k('leases'), '-inf', now, 'BYSCORE', 'LIMIT', 0,
+  tonumber(batch))
 local out = {}
 for _, job_id in ipairs(expired) do
   local job = k('job', job_id)
@@ -15,8 +17,8 @@ for _, job_id in ipairs(expired) do
     unlease(job_id, uid, worker, running_limit)
     local data = cjson.encode({worker = worker, attempt = attempt, reason = 'lease_expired'})
     if f[5] == '1' then
-      finish(job_id, uid, state, 'cancelled', tonumber(ARGV[4]), tonumber(ARGV[5]))
-      emit(ARGV[7], 'cancelled', job_id, uid, 'cancelled', data)
+      finish(job_id, uid, state, 'cancelled', retention_s, history)
+      emit(events_maxlen, 'cancelled', job_id, uid, 'cancelled', data)
       table.insert(out, {job_id, 'cancelled'})
     elseif attempt >= max_attempts then
       redis.call('HSET', job, 'error', cjson.encode({
@@ -25,12 +27,12 @@ for _, job_id in ipairs(expired) do
           .. 'this job stopped responding before it finished',
         details = 'last worker: ' .. (worker or '?'),
       }))
-      finish(job_id, uid, state, 'failed', tonumber(ARGV[4]), tonumber(ARGV[5]))
-      emit(ARGV[7], 'failed', job_id, uid, 'failed', data)
+      finish(job_id, uid, state, 'failed', retention_s, history)
+      emit(events_maxlen, 'failed', job_id, uid, 'failed', data)
       table.insert(out, {job_id, 'failed'})
     else
       requeue(job_id, state, running_limit)
-      emit(ARGV[7], 'requeued', job_id, uid, 'queued', data)
+      emit(events_maxlen, 'requeued', job_id, uid, 'queued', data)
       table.insert(out, {job_id, 'queued'})
     end
   end

@@ -2,8 +2,9 @@
 -- Run once when a service starts: the limit may have changed since the entries were made
 -- (a user parked under a limit of 1 must come back under a limit of 3), and the scripts
 -- otherwise only touch what a transition changed. O(users x levels), a few ms for hundreds.
--- ARGV: prefix, running_limit. Returns the number of users looked at.
-local running_limit = tonumber(ARGV[2])
+-- Returns the number of users looked at.
+local running_limit = args()
+running_limit = tonumber(running_limit)
 local n = 0
 -- Every user who ever queued a job has a field in `queued` (counts go to 0, never away).
 for _, uid in ipairs(redis.call('HKEYS', k('queued'))) do

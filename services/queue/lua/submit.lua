@@ -1,23 +1,23 @@
--- Enqueue a job. ARGV: prefix, job_id, user, level, max_queued, running_limit,
--- workflow (compressed), meta (JSON), events_maxlen, extra_data (compressed, or ''),
--- default_mode. Returns {'ok', seq, queued_at, position} or {'limit', queued}.
-local job_id, uid, lvl = ARGV[2], ARGV[3], tonumber(ARGV[4])
-local max_queued, running_limit = tonumber(ARGV[5]), tonumber(ARGV[6])
+-- Enqueue a job. workflow and extra_data are compressed ('' for no extra_data), meta is JSON.
+-- Returns {'ok', seq, queued_at, position} or {'limit', queued}.
+local job_id, user, level, max_queued, running_limit, workflow, meta, events_maxlen,
+  extra_data, default_mode = args()
+local uid, lvl = user, tonumber(level)
 local queued = tonumber(redis.call('HGET', k('queued'), uid) or 0)
-if queued >= max_queued then return {'limit', queued} end
+if queued >= tonumber(max_queued) then return {'limit', queued} end
 local seq = redis.call('INCR', k('seq'))
 local now = now_ms()
 set_state(job_id, nil, 'queued', 'id', job_id, 'user', uid, 'level', lvl, 'seq', seq,
-  'attempt', 0, 'queued_at', now, 'meta', ARGV[8])
-redis.call('SET', k('wf', job_id), ARGV[7])
-if ARGV[10] ~= '' then redis.call('SET', k('xd', job_id), ARGV[10]) end
+  'attempt', 0, 'queued_at', now, 'meta', meta)
+redis.call('SET', k('wf', job_id), workflow)
+if extra_data ~= '' then redis.call('SET', k('xd', job_id), extra_data) end
 redis.call('ZADD', k('uq', uid, lvl), seq, job_id)
 redis.call('ZADD', k('pending'), seq, job_id)
 redis.call('ZADD', k('ujobs', uid), seq, job_id)
 redis.call('ZADD', k('alljobs'), seq, job_id)
 redis.call('HINCRBY', k('queued'), uid, 1)
 local served = last_served(uid)
-local eligible = is_eligible(uid, running_limit)
+local eligible = is_eligible(uid, tonumber(running_limit))
 if eligible then
   -- NX: a user already waiting at this level keeps their entries; the new job, last in
   -- their queue, is the head only if the queue was empty.
@@ -25,8 +25,8 @@ if eligible then
   redis.call('ZADD', k('readyseq', lvl), 'NX', seq, uid)
 end
 WAKE = eligible
-emit(ARGV[9], 'queued', job_id, uid, 'queued')
-local mode = redis.call('GET', k('mode')) or ARGV[11]
+emit(events_maxlen, 'queued', job_id, uid, 'queued')
+local mode = redis.call('GET', k('mode')) or default_mode
 local position
 if mode == 'fifo' then
   position = redis.call('ZCARD', k('pending'))  -- the newest job is the last
