@@ -30,6 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.queue import ADMIN_PASSWORD, OUTPUTS, TOKEN_SECRET, sd15_workflow  # noqa: E402
+from services.contracts import Mode  # noqa: E402
 from services.local_redis import LocalRedis  # noqa: E402
 from services.queue.settings import QueueSettings  # noqa: E402
 from services.queue.store import Claim, JobStore  # noqa: E402
@@ -118,7 +119,7 @@ def main() -> None:
     )
     ap.add_argument("--cycles", type=int, default=3000, help="cycles per measurement")
     ap.add_argument("--users", type=int, default=8)
-    ap.add_argument("--modes", nargs="+", default=["fair", "fifo", "priority"])
+    ap.add_argument("--modes", nargs="+", default=[Mode.FAIR, Mode.FIFO, Mode.PRIORITY])
     args = ap.parse_args()
     result = asyncio.run(run(args))
     print(json.dumps({"cycles": args.cycles, "users": args.users, **result}))

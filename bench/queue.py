@@ -52,6 +52,7 @@ from pyreqwest.client import ClientBuilder
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from services.contracts import WORKER_TOKEN_PREFIX, Role  # noqa: E402
 from services.local_redis import LocalRedis, free_port  # noqa: E402
 
 TRACE = ROOT.parent / "shared" / "comfyui" / "10_sd15_txt2img_random_ckpt.json"
@@ -177,14 +178,14 @@ def start_services(replicas: int, n_users: int, n_workers: int, appendonly: bool
     assert server.port != 6379
     one_hash = hash_password("bench-password")  # one argon2 hash for all: login is not measured
     users = {f"bench-u{i}": "bench-password" for i in range(n_users)}
-    workers = {f"bw{i}": f"cqw_bench-token-{i}" for i in range(n_workers)}
+    workers = {f"bw{i}": f"{WORKER_TOKEN_PREFIX}bench-token-{i}" for i in range(n_workers)}
     env = {
         **os.environ,
         "QUEUE_REDIS_URL": server.url,
         "QUEUE_TOKEN_SECRET": TOKEN_SECRET,
         "QUEUE_ADMIN_PASSWORD": ADMIN_PASSWORD,
         "QUEUE_USERS": json.dumps(
-            {u: {"password_hash": one_hash, "role": "participant"} for u in users}
+            {u: {"password_hash": one_hash, "role": Role.PARTICIPANT} for u in users}
         ),
         "QUEUE_WORKER_TOKENS": json.dumps(workers),
         "QUEUE_MAX_QUEUED_PER_USER": "100000",

@@ -21,11 +21,10 @@ from infra.backup import (
 )
 from infra.proxy import TLS_CERT, TLS_KEY, render_caddyfile
 from infra.storage import S3Credentials
+from services.contracts import GATEWAY_PORT, QUEUE_PORT
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 QUEUE_DOCKERFILE = "images/queue.Dockerfile"
-QUEUE_PORT = 8000
-GATEWAY_PORT = 8188
 REDIS_URL = "redis://redis:6379/0"
 REDIS_CONF = """# Written by infra/control_plane.py; only the internal network reaches it.
 appendonly yes

@@ -16,8 +16,7 @@ import pulumi_random as random
 
 from infra.config import GpuSettings
 from infra.storage import S3Credentials
-
-WORKER_TOKEN_PREFIX = "cqw_"  # noqa: S105 (a prefix, not a secret)
+from services.contracts import WORKER_TOKEN_PREFIX
 
 
 @dataclass(frozen=True)

@@ -9,11 +9,11 @@ from typing import Any
 import pulumi
 import pulumi_tailscale as tailscale
 
+from services.contracts import QUEUE_PORT, REDIS_PORT
+
 ADMIN_GROUP = "group:comfy-admins"
 TAG_VPS = "tag:comfy-vps"
 TAG_GPU = "tag:comfy-gpu"
-QUEUE_PORT = 8000
-REDIS_PORT = 6379
 # Admins may reach every port except Redis's: Redis is never published, and the
 # policy says so too, so a future mistake cannot silently expose it on the tailnet.
 ADMIN_PORTS = f"0-{REDIS_PORT - 1},{REDIS_PORT + 1}-65535"

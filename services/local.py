@@ -17,6 +17,7 @@ from typing import Any
 
 import uvicorn
 
+from services.contracts import QUEUE_PORT, WORKER_TOKEN_PREFIX, participant_name
 from services.local_redis import LocalRedis
 from services.queue.app import create_app
 from services.queue.settings import QueueSettings
@@ -28,10 +29,11 @@ def load_credentials(path: Path, participants: int) -> dict[str, Any]:
     creds: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {}
     creds.setdefault("token_secret", secrets.token_urlsafe(48))
     creds.setdefault("admin_password", secrets.token_urlsafe(12))
-    creds.setdefault("worker_tokens", {"local-gpu": "cqw_" + secrets.token_urlsafe(32)})
+    token = WORKER_TOKEN_PREFIX + secrets.token_urlsafe(32)
+    creds.setdefault("worker_tokens", {"local-gpu": token})
     users = creds.setdefault("participants", {})
     for n in range(1, participants + 1):
-        users.setdefault(f"user{n:03d}", secrets.token_urlsafe(9))
+        users.setdefault(participant_name(n), secrets.token_urlsafe(9))
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as out:
@@ -90,7 +92,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", default=os.environ.get("COMFY_DATA_DIR", "data"))
     parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--port", type=int, default=QUEUE_PORT)
     parser.add_argument("--redis-port", type=int, default=0, help="0 picks a free port")
     parser.add_argument("--participants", type=int, default=5)
     run(parser.parse_args())

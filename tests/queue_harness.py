@@ -16,6 +16,7 @@ import uvicorn
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from services.contracts import WORKER_TOKEN_PREFIX, Role
 from services.local_redis import free_port
 from services.queue.app import create_app
 from services.queue.auth import hash_password
@@ -25,15 +26,15 @@ from services.serving import EmbeddedServer, start_server
 
 ADMIN_PASSWORD = "admin-password-for-tests"
 PASSWORDS = {"alice": "alice-password", "bob": "bob-password", "carol": "carol-password"}
-WORKER_TOKENS = {f"w{i}": f"cqw_test-token-{i}" for i in range(8)}
+WORKER_TOKENS = {f"w{i}": f"{WORKER_TOKEN_PREFIX}test-token-{i}" for i in range(8)}
 
 # Hash once per session: argon2 is slow on purpose.
 _HASHES = {uid: hash_password(pw) for uid, pw in PASSWORDS.items()}
 
 
 def queue_settings(redis_url: str, **overrides: Any) -> QueueSettings:
-    users = {uid: {"password_hash": h, "role": "participant"} for uid, h in _HASHES.items()}
-    users["carol"]["role"] = "instructor"
+    users = {uid: {"password_hash": h, "role": Role.PARTICIPANT} for uid, h in _HASHES.items()}
+    users["carol"]["role"] = Role.INSTRUCTOR
     values: dict[str, Any] = {
         "redis_url": redis_url,
         "token_secret": "test-secret-test-secret-test-secret",

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import httpx
 
+from services.contracts import JobState
 from services.local_redis import free_port
 from tests.queue_harness import WORKFLOW
 
@@ -56,7 +57,7 @@ async def test_local_mode_starts_serves_and_keeps_data(tmp_path: Path) -> None:
     try:
         async with httpx.AsyncClient(base_url=base) as http:
             r = await http.get(f"/api/jobs/{job['id']}", headers=headers)
-            assert r.status_code == 200 and r.json()["state"] == "queued"
+            assert r.status_code == 200 and r.json()["state"] == JobState.QUEUED
     finally:
         await _stop(proc)
     assert json.loads(creds_file.read_text()) == creds  # same secrets on every start

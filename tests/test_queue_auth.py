@@ -8,6 +8,7 @@ import httpx
 import jwt
 import pytest
 
+from services.contracts import WORKER_TOKEN_PREFIX, JobState, Mode, Role
 from tests.queue_harness import WORKFLOW, QueueHarness, WorkerClient
 
 PERSON_ENDPOINTS = [
@@ -20,7 +21,7 @@ PERSON_ENDPOINTS = [
 ADMIN_ENDPOINTS = [
     ("GET", "/api/admin/overview", None),
     ("GET", "/api/admin/mode", None),
-    ("PUT", "/api/admin/mode", {"mode": "fifo"}),
+    ("PUT", "/api/admin/mode", {"mode": Mode.FIFO}),
     ("GET", "/api/admin/jobs", None),
     ("GET", "/api/admin/workers", None),
     ("GET", "/api/admin/users", None),
@@ -75,14 +76,14 @@ async def test_no_token_is_401_everywhere(queue: QueueHarness) -> None:
 
 async def test_bad_or_expired_tokens_are_401(queue: QueueHarness) -> None:
     secret = queue.settings.token_secret.get_secret_value()
-    expired = jwt.encode({"sub": "alice", "role": "participant", "exp": int(time.time()) - 5},
+    expired = jwt.encode({"sub": "alice", "role": Role.PARTICIPANT, "exp": int(time.time()) - 5},
                          secret, algorithm="HS256")
-    forged = jwt.encode({"sub": "admin", "role": "admin", "exp": int(time.time()) + 60},
+    forged = jwt.encode({"sub": "admin", "role": Role.ADMIN, "exp": int(time.time()) + 60},
                         "not-the-secret-not-the-secret-not-it", algorithm="HS256")
     cases = {
         f"Bearer {expired}": "token expired",
         f"Bearer {forged}": "invalid token",
-        "Bearer cqw_not-a-worker-token": "unknown or revoked worker token",
+        f"Bearer {WORKER_TOKEN_PREFIX}not-a-worker-token": "unknown or revoked worker token",
         "Basic YWxpY2U6d3Jvbmc=": "wrong username or password",  # alice:wrong
         "Digest abc": "unsupported authorization scheme",
     }
@@ -96,7 +97,7 @@ async def test_bad_or_expired_tokens_are_401(queue: QueueHarness) -> None:
         assert r.status_code == 401 and r.json()["detail"] == "wrong username or password"
         # Basic auth with the right password works, as the gateway will use it.
         r = await http.get("/api/me", auth=("alice", "alice-password"))
-        assert r.json() == {"id": "alice", "role": "participant"}
+        assert r.json() == {"id": "alice", "role": Role.PARTICIPANT}
 
 
 async def test_participants_see_only_their_own_jobs(queue: QueueHarness) -> None:
@@ -114,7 +115,7 @@ async def test_participants_see_only_their_own_jobs(queue: QueueHarness) -> None
     for method, path, body in WORKER_ENDPOINTS:
         assert await _call(bob, method, path, body) == 403, (method, path)
     # The job is untouched.
-    assert (await alice.get(f"/api/jobs/{job['id']}")).json()["state"] == "queued"
+    assert (await alice.get(f"/api/jobs/{job['id']}")).json()["state"] == JobState.QUEUED
     await alice.aclose()
     await bob.aclose()
 
@@ -134,11 +135,11 @@ async def test_worker_tokens_reach_only_the_worker_api(queue: QueueHarness) -> N
 async def test_admin_manages_users_and_worker_tokens(queue: QueueHarness) -> None:
     admin = await queue.client("admin")
     r = await admin.put("/api/admin/users/dave", json={"password": "dave-password"})
-    assert r.status_code == 200 and r.json() == {"id": "dave", "role": "participant"}
+    assert r.status_code == 200 and r.json() == {"id": "dave", "role": Role.PARTICIPANT}
     async with httpx.AsyncClient(base_url=queue.base_url) as http:
         r = await http.post("/api/auth/token",
                             json={"username": "dave", "password": "dave-password"})
-        assert r.status_code == 200 and r.json()["role"] == "participant"
+        assert r.status_code == 200 and r.json()["role"] == Role.PARTICIPANT
     r = await admin.put("/api/admin/users/bad%20id", json={"password": "whatever-1"})
     assert r.status_code == 400 and "invalid user id" in r.json()["detail"]
     r = await admin.post("/api/jobs", json={"workflow": WORKFLOW, "user": "nobody"})
@@ -161,7 +162,7 @@ async def test_admin_sees_and_cancels_anyones_job(queue: QueueHarness) -> None:
     assert [j["id"] for j in (await admin.get("/api/admin/jobs")).json()] == [job["id"]]
     r = await admin.get(f"/api/jobs/{job['id']}?workflow=true")
     assert r.json()["workflow"] == WORKFLOW
-    assert (await admin.post(f"/api/jobs/{job['id']}/cancel")).json()["state"] == "cancelled"
+    assert (await admin.post(f"/api/jobs/{job['id']}/cancel")).json()["state"] == JobState.CANCELLED
     worker = await WorkerClient.register(queue, "w0")
     assert await worker.lease() is None
     for c in (alice, admin, worker):

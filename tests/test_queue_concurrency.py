@@ -6,6 +6,7 @@ import asyncio
 import collections
 import time
 
+from services.contracts import LIVE_STATES, EventType, JobState
 from tests.queue_harness import WORKFLOW, MakeQueue, QueueHarness, WorkerClient, events, start_queue
 
 
@@ -49,8 +50,8 @@ async def test_eight_workers_complete_a_thousand_jobs_exactly_once(make_queue: M
         assert set(completed) == set(submitted)
         admin = await queue.client("admin")
         overview = (await admin.get("/api/admin/overview")).json()
-        assert overview["jobs"] == {"queued": 0, "leased": 0, "running": 0}
-        assert overview["finished"] == {"succeeded": total}
+        assert overview["jobs"] == {state: 0 for state in LIVE_STATES}
+        assert overview["finished"] == {JobState.SUCCEEDED: total}
         for c in (*users, admin):
             await c.aclose()
         for w in workers:
@@ -65,7 +66,7 @@ async def test_long_poll_answers_when_a_job_arrives(queue: QueueHarness) -> None
         job = (await alice.post("/api/jobs", json={"workflow": WORKFLOW})).json()
         lease = await asyncio.wait_for(waiting, 5)  # far inside the 20 s long-poll
         assert lease is not None and lease["job"]["id"] == job["id"]
-        await stream.until(lambda e: e["type"] == "leased")
+        await stream.until(lambda e: e["type"] == EventType.LEASED)
     await worker.aclose()
     await alice.aclose()
 
@@ -92,11 +93,15 @@ async def test_two_replicas_share_one_redis(redis_url: str) -> None:
             assert lease["job"]["id"] == job["id"]
             r = await worker.call(job["id"], "complete", lease["lease_id"], outputs={})
             assert r.status_code == 204
-            await stream_b.until(lambda e: e["type"] == "succeeded" and e["job"] == job["id"])
-            assert [e["type"] for e in stream_b.seen] == ["queued", "leased", "succeeded"]
+            await stream_b.until(
+                lambda e: e["type"] == EventType.SUCCEEDED and e["job"] == job["id"]
+            )
+            assert [e["type"] for e in stream_b.seen] == [
+                EventType.QUEUED, EventType.LEASED, EventType.SUCCEEDED,
+            ]
         # A token issued by one replica is accepted by the other.
         alice_b = await b.client(None)
         alice_b.headers["Authorization"] = alice_a.headers["Authorization"]
-        assert (await alice_b.get(f"/api/jobs/{job['id']}")).json()["state"] == "succeeded"
+        assert (await alice_b.get(f"/api/jobs/{job['id']}")).json()["state"] == JobState.SUCCEEDED
         for c in (alice_a, alice_b, worker):
             await c.aclose()

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import httpx
 
+from services.contracts import JobState
 from services.local_redis import LocalRedis, free_port
 from tests.queue_harness import ADMIN_PASSWORD, PASSWORDS, WORKER_TOKENS, WORKFLOW
 
@@ -90,10 +91,9 @@ async def test_jobs_survive_sigkill_and_redis_restart(tmp_path: Path) -> None:
             assert {i: j["state"] for i, j in after.items()} == {
                 i: j["state"] for i, j in before.items()
             }
-            assert after[lease["job"]["id"]]["state"] == "running"
-            assert sorted(j["position"] for j in after.values() if j["state"] == "queued") == [
-                1, 2, 3, 4,
-            ]
+            assert after[lease["job"]["id"]]["state"] == JobState.RUNNING
+            queued = [j for j in after.values() if j["state"] == JobState.QUEUED]
+            assert sorted(j["position"] for j in queued) == [1, 2, 3, 4]
             # The worker that held the running job still holds its lease and finishes it.
             r = await http.post(
                 f"/api/worker/jobs/{lease['job']['id']}/complete",

@@ -6,7 +6,8 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from tests.queue_harness import WORKFLOW, QueueHarness, WorkerClient, events
+from services.contracts import EventType, JobState
+from tests.queue_harness import WORKER_TOKENS, WORKFLOW, QueueHarness, WorkerClient, events
 
 
 async def test_participant_receives_only_own_events_admin_receives_all(
@@ -19,7 +20,7 @@ async def test_participant_receives_only_own_events_admin_receives_all(
         # Bob's first event is his own: Alice's, published earlier, never reached him.
         first = await bob_stream.until(lambda e: True)
         assert first["job"] == b_job["id"] and first["user"] == "bob"
-        assert first["type"] == "queued" and first["state"] == "queued"
+        assert first["type"] == EventType.QUEUED and first["state"] == JobState.QUEUED
         await admin_stream.until(lambda e: e["job"] == b_job["id"])
         assert [e["job"] for e in admin_stream.seen] == [a_job["id"], b_job["id"]]
     await alice.aclose()
@@ -37,11 +38,12 @@ async def test_progress_steps_are_streamed_in_order(queue: QueueHarness) -> None
             await worker.call(job["id"], "progress", lease["lease_id"], value=step, max=3,
                               node="3")
         await worker.call(job["id"], "complete", lease["lease_id"], outputs={"9": {}})
-        await stream.until(lambda e: e["type"] == "succeeded")
+        await stream.until(lambda e: e["type"] == EventType.SUCCEEDED)
     assert [e["type"] for e in stream.seen] == [
-        "queued", "leased", "running", "progress", "progress", "progress", "succeeded",
+        EventType.QUEUED, EventType.LEASED, EventType.RUNNING,
+        EventType.PROGRESS, EventType.PROGRESS, EventType.PROGRESS, EventType.SUCCEEDED,
     ]
-    assert [e["data"]["value"] for e in stream.seen if e["type"] == "progress"] == [1, 2, 3]
+    assert [e["data"]["value"] for e in stream.seen if e["type"] == EventType.PROGRESS] == [1, 2, 3]
     assert stream.seen[-1]["data"] == {"9": {}}
     await alice.aclose()
     await worker.aclose()
@@ -57,11 +59,13 @@ async def test_resume_with_since_replays_missed_events(queue: QueueHarness) -> N
     await bob.post("/api/jobs", json={"workflow": WORKFLOW})
     await alice.post(f"/api/jobs/{missed['id']}/cancel")
     async with events(queue, "alice", since=seen["id"]) as resumed:
-        await resumed.until(lambda e: e["type"] == "cancelled")
+        await resumed.until(lambda e: e["type"] == EventType.CANCELLED)
         live = (await alice.post("/api/jobs", json={"workflow": WORKFLOW})).json()
         await resumed.until(lambda e: e["job"] == live["id"])
     assert [(e["job"], e["type"]) for e in resumed.seen] == [
-        (missed["id"], "queued"), (missed["id"], "cancelled"), (live["id"], "queued"),
+        (missed["id"], EventType.QUEUED),
+        (missed["id"], EventType.CANCELLED),
+        (live["id"], EventType.QUEUED),
     ]
     await alice.aclose()
     await bob.aclose()
@@ -72,7 +76,7 @@ async def test_event_socket_requires_a_person(queue: QueueHarness) -> None:
     for headers, code in [
         ({}, 4401),
         ({"Authorization": "Bearer nope"}, 4401),
-        ({"Authorization": "Bearer cqw_test-token-0"}, 4403),
+        ({"Authorization": f"Bearer {WORKER_TOKENS['w0']}"}, 4403),
     ]:
         with pytest.raises(ConnectionClosed) as closed:
             async with connect(url, additional_headers=headers) as ws:

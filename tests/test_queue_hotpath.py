@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import httpx
 
+from services.contracts import JobState
 from services.queue.api.errors import STORAGE_DOWN
 from services.queue.app import HOT_ROUTES
 from tests.queue_harness import WORKFLOW, MakeQueue, QueueHarness, WorkerClient, cut_off_redis
@@ -36,13 +37,13 @@ async def test_lease_with_complete_records_the_result_and_hands_out_the_next_job
     assert nxt is not None and nxt["job"]["id"] == second["id"]
     assert nxt["lease_id"] != lease["lease_id"]
     record = (await alice.get(f"/api/jobs/{first['id']}")).json()
-    assert record["state"] == "succeeded" and record["outputs"] == outputs
+    assert record["state"] == JobState.SUCCEEDED and record["outputs"] == outputs
 
     # Reporting the same result again is refused, and then nothing new is leased.
     third = (await alice.post("/api/jobs", json={"workflow": WORKFLOW})).json()
     again = await worker.lease_response(complete=done)
     assert again.status_code == 409 and "lease lost" in again.json()["detail"]
-    assert (await alice.get(f"/api/jobs/{third['id']}")).json()["state"] == "queued"
+    assert (await alice.get(f"/api/jobs/{third['id']}")).json()["state"] == JobState.QUEUED
     await alice.aclose()
     await worker.aclose()
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from services.contracts import EventType, JobState
 from tests.queue_harness import WORKFLOW, MakeQueue, QueueHarness, WorkerClient, events
 
 
@@ -16,7 +17,7 @@ async def test_silent_worker_job_is_requeued_and_finished_by_another(make_queue:
             assert (await dead.call(job["id"], "start", first["lease_id"])).status_code == 200
             # w0 now goes silent: no heartbeat. The reaper requeues the job at the head.
             requeued = await stream.until(
-                lambda e: e["type"] == "requeued" and e["job"] == job["id"]
+                lambda e: e["type"] == EventType.REQUEUED and e["job"] == job["id"]
             )
             assert requeued["data"]["reason"] == "lease_expired"
             assert requeued["data"]["worker"] == "w0"
@@ -33,12 +34,15 @@ async def test_silent_worker_job_is_requeued_and_finished_by_another(make_queue:
             late = await dead.call(job["id"], "complete", first["lease_id"], outputs={"by": "w0"})
             assert late.status_code == 409
             done = (await alice.get(f"/api/jobs/{job['id']}")).json()
-            assert done["state"] == "succeeded" and done["outputs"] == {"by": "w1"}
+            assert done["state"] == JobState.SUCCEEDED and done["outputs"] == {"by": "w1"}
             assert done["worker"] == "w1" and done["attempt"] == 2
             types = [e["type"] for e in stream.seen if e["job"] == job["id"]]
-            await stream.until(lambda e: e["type"] == "succeeded" and e["job"] == job["id"])
+            await stream.until(lambda e: e["type"] == EventType.SUCCEEDED and e["job"] == job["id"])
             types = [e["type"] for e in stream.seen if e["job"] == job["id"]]
-            assert types == ["queued", "leased", "running", "requeued", "leased", "succeeded"]
+            assert types == [
+                EventType.QUEUED, EventType.LEASED, EventType.RUNNING,
+                EventType.REQUEUED, EventType.LEASED, EventType.SUCCEEDED,
+            ]
         for c in (alice, admin, dead, alive):
             await c.aclose()
 
@@ -53,11 +57,12 @@ async def test_job_fails_with_a_reason_past_the_retry_limit(make_queue: MakeQueu
                 assert (await worker.lease())["job"]["id"] == job["id"]
                 await worker.aclose()  # and never heard from again
                 await stream.until(
-                    lambda e: e["job"] == job["id"] and e["type"] in ("requeued", "failed")
+                    lambda e: e["job"] == job["id"]
+                    and e["type"] in (EventType.REQUEUED, EventType.FAILED)
                 )
-            assert stream.seen[-1]["type"] == "failed"
+            assert stream.seen[-1]["type"] == EventType.FAILED
         failed = (await alice.get(f"/api/jobs/{job['id']}")).json()
-        assert failed["state"] == "failed" and failed["attempt"] == 2
+        assert failed["state"] == JobState.FAILED and failed["attempt"] == 2
         assert failed["error"]["type"] == "lease_expired"
         assert "gave up after 2 attempts" in failed["error"]["message"]
         await alice.aclose()
@@ -79,7 +84,7 @@ async def test_heartbeats_keep_a_long_job_alive(make_queue: MakeQueue) -> None:
                 )
                 assert r.json() == {"cancel": [], "lost": []}
                 await worker.call(job["id"], "progress", lease["lease_id"], value=step, max=8)
-                await stream.until(lambda e, s=step: e["type"] == "progress"
+                await stream.until(lambda e, s=step: e["type"] == EventType.PROGRESS
                                    and e["data"]["value"] == s)
         r = await worker.call(job["id"], "complete", lease["lease_id"], outputs={})
         assert r.status_code == 204
@@ -95,7 +100,7 @@ async def test_release_requeues_without_spending_an_attempt(queue: QueueHarness)
     r = await worker.http.post("/api/worker/release", json={"worker_id": worker.worker_id})
     assert r.json() == {"released": 1}
     again = (await alice.get(f"/api/jobs/{job['id']}")).json()
-    assert again["state"] == "queued" and again["attempt"] == 0 and again["position"] == 1
+    assert again["state"] == JobState.QUEUED and again["attempt"] == 0 and again["position"] == 1
     late = await worker.call(job["id"], "complete", lease["lease_id"], outputs={})
     assert late.status_code == 409
     await alice.aclose()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from services.contracts import JobState
 from tests.queue_harness import WORKFLOW, MakeQueue, QueueHarness, WorkerClient
 
 
@@ -10,28 +11,28 @@ async def test_submit_lease_run_complete(queue: QueueHarness) -> None:
     r = await alice.post("/api/jobs", json={"workflow": WORKFLOW, "client_id": "tab-1"})
     assert r.status_code == 201, r.text
     job = r.json()
-    assert job["state"] == "queued" and job["user"] == "alice" and job["attempt"] == 0
+    assert job["state"] == JobState.QUEUED and job["user"] == "alice" and job["attempt"] == 0
     assert job["position"] == 1 and job["queued_at"] > 0 and job["client_id"] == "tab-1"
 
     worker = await WorkerClient.register(queue, "w0")
     lease = await worker.lease()
     assert lease is not None and lease["job"]["id"] == job["id"]
     assert lease["workflow"] == WORKFLOW and lease["job"]["attempt"] == 1
-    assert (await alice.get(f"/api/jobs/{job['id']}")).json()["state"] == "leased"
+    assert (await alice.get(f"/api/jobs/{job['id']}")).json()["state"] == JobState.LEASED
 
     r = await worker.call(job["id"], "start", lease["lease_id"])
     assert r.status_code == 200 and r.json() == {"cancel": False}
     r = await worker.call(job["id"], "progress", lease["lease_id"], value=3, max=20, node="3")
     assert r.status_code == 200
     running = (await alice.get(f"/api/jobs/{job['id']}")).json()
-    assert running["state"] == "running" and running["progress"]["value"] == 3
+    assert running["state"] == JobState.RUNNING and running["progress"]["value"] == 3
     assert running["started_at"] >= running["queued_at"] and running["worker"] == "w0"
 
     outputs = {"2": {"images": [{"filename": "t_00001_.png", "key": "alice/out/t.png"}]}}
     r = await worker.call(job["id"], "complete", lease["lease_id"], outputs=outputs)
     assert r.status_code == 204, r.text
     done = (await alice.get(f"/api/jobs/{job['id']}")).json()
-    assert done["state"] == "succeeded" and done["outputs"] == outputs
+    assert done["state"] == JobState.SUCCEEDED and done["outputs"] == outputs
     assert done["finished_at"] >= done["started_at"] and "position" not in done
 
     # The same result cannot be delivered twice.
@@ -79,9 +80,9 @@ async def test_graph_error_fails_without_retry(queue: QueueHarness) -> None:
         "traceback": ["  File ..."],
     }
     r = await worker.call(job["id"], "fail", lease["lease_id"], error=error)
-    assert r.status_code == 200 and r.json() == {"state": "failed"}
+    assert r.status_code == 200 and r.json() == {"state": JobState.FAILED}
     failed = (await alice.get(f"/api/jobs/{job['id']}")).json()
-    assert failed["state"] == "failed" and failed["error"] == error
+    assert failed["state"] == JobState.FAILED and failed["error"] == error
     assert await worker.lease() is None
     await alice.aclose()
     await worker.aclose()
@@ -100,7 +101,7 @@ async def test_retryable_failure_requeues_until_attempts_run_out(make_queue: Mak
                 job["id"], "fail", lease["lease_id"], error={"message": "ComfyUI died"}, retry=True
             )
             states.append(r.json()["state"])
-        assert states == ["queued", "failed"]
+        assert states == [JobState.QUEUED, JobState.FAILED]
         assert (await alice.get(f"/api/jobs/{job['id']}")).json()["attempt"] == 2
         await alice.aclose()
         await worker.aclose()
@@ -113,7 +114,7 @@ async def test_cancel_queued_and_running(queue: QueueHarness) -> None:
     assert second["position"] == 2
 
     r = await alice.post(f"/api/jobs/{second['id']}/cancel")
-    assert r.status_code == 200 and r.json()["state"] == "cancelled"
+    assert r.status_code == 200 and r.json()["state"] == JobState.CANCELLED
 
     worker = await WorkerClient.register(queue, "w0")
     lease = await worker.lease()
@@ -121,7 +122,7 @@ async def test_cancel_queued_and_running(queue: QueueHarness) -> None:
     await worker.call(first["id"], "start", lease["lease_id"])
     r = await alice.post(f"/api/jobs/{first['id']}/cancel")
     assert r.status_code == 200 and r.json()["cancel_requested"] is True
-    assert r.json()["state"] == "running"
+    assert r.json()["state"] == JobState.RUNNING
 
     # The worker learns it from its heartbeat, its progress call, and its next lease call.
     hb = await worker.http.post(
@@ -136,8 +137,8 @@ async def test_cancel_queued_and_running(queue: QueueHarness) -> None:
     assert nxt.json()["cancel"] == [first["id"]]
 
     r = await worker.call(first["id"], "fail", lease["lease_id"], error={"message": "interrupted"})
-    assert r.json() == {"state": "cancelled"}
-    assert (await alice.get(f"/api/jobs/{first['id']}")).json()["state"] == "cancelled"
+    assert r.json() == {"state": JobState.CANCELLED}
+    assert (await alice.get(f"/api/jobs/{first['id']}")).json()["state"] == JobState.CANCELLED
     r = await alice.post(f"/api/jobs/{first['id']}/cancel")
     assert r.status_code == 409
     await alice.aclose()
@@ -157,7 +158,7 @@ async def test_complete_folded_into_the_next_lease(queue: QueueHarness) -> None:
     })
     assert r.status_code == 200 and r.json()["lease"]["job"]["id"] == second["id"]
     done = (await alice.get(f"/api/jobs/{first['id']}")).json()
-    assert done["state"] == "succeeded" and done["outputs"] == outputs
+    assert done["state"] == JobState.SUCCEEDED and done["outputs"] == outputs
     # A refused completion takes no new lease.
     third = (await alice.post("/api/jobs", json={"workflow": WORKFLOW})).json()
     r = await worker.http.post("/api/worker/lease", json={
@@ -165,6 +166,6 @@ async def test_complete_folded_into_the_next_lease(queue: QueueHarness) -> None:
         "complete": {"job_id": first["id"], "lease_id": lease["lease_id"]},
     })
     assert r.status_code == 409 and "lease lost" in r.json()["detail"]
-    assert (await alice.get(f"/api/jobs/{third['id']}")).json()["state"] == "queued"
+    assert (await alice.get(f"/api/jobs/{third['id']}")).json()["state"] == JobState.QUEUED
     await alice.aclose()
     await worker.aclose()

@@ -8,6 +8,7 @@ from typing import Any
 import httpx
 import redis.asyncio as aioredis
 
+from services.contracts import EventType, Mode, Role
 from tests.queue_harness import WORKFLOW, MakeQueue, QueueHarness, WorkerClient
 
 
@@ -42,7 +43,7 @@ async def _drain(worker: WorkerClient, n: int) -> list[dict[str, Any]]:
 async def test_fair_mode_serves_the_one_job_user_within_two(make_queue: MakeQueue) -> None:
     """User A queues 50 jobs, then B queues 1: B's job is among the next 2 claimed."""
     async with make_queue(max_queued_per_user=100, max_running_per_user=100) as queue:
-        await _set_mode(queue, "fair")
+        await _set_mode(queue, Mode.FAIR)
         alice, bob = await queue.client("alice"), await queue.client("bob")
         a_ids = await _submit(alice, 50)
         (b_id,) = await _submit(bob, 1)
@@ -59,7 +60,7 @@ async def test_fair_mode_serves_the_one_job_user_within_two(make_queue: MakeQueu
 
 async def test_fair_mode_round_robins_between_users(make_queue: MakeQueue) -> None:
     async with make_queue(max_running_per_user=100) as queue:
-        await _set_mode(queue, "fair")
+        await _set_mode(queue, Mode.FAIR)
         alice, bob = await queue.client("alice"), await queue.client("bob")
         await _submit(alice, 4)
         await _submit(bob, 4)
@@ -73,7 +74,7 @@ async def test_fair_mode_round_robins_between_users(make_queue: MakeQueue) -> No
 
 async def test_fifo_mode_serves_in_submission_order(make_queue: MakeQueue) -> None:
     async with make_queue(max_queued_per_user=100, max_running_per_user=100) as queue:
-        await _set_mode(queue, "fifo")
+        await _set_mode(queue, Mode.FIFO)
         alice, bob = await queue.client("alice"), await queue.client("bob")
         order = await _submit(alice, 5) + await _submit(bob, 1) + await _submit(alice, 2)
         last = order[-1]
@@ -88,7 +89,7 @@ async def test_priority_mode_serves_instructors_first_fair_within_level(
     make_queue: MakeQueue,
 ) -> None:
     async with make_queue(max_running_per_user=100) as queue:
-        await _set_mode(queue, "priority")
+        await _set_mode(queue, Mode.PRIORITY)
         alice, bob = await queue.client("alice"), await queue.client("bob")
         carol, admin = await queue.client("carol"), await queue.client("admin")
         await _submit(alice, 2)
@@ -111,13 +112,13 @@ async def test_priority_mode_serves_instructors_first_fair_within_level(
 
 async def test_mode_switch_takes_effect_at_the_next_lease(make_queue: MakeQueue) -> None:
     async with make_queue(max_queued_per_user=100, max_running_per_user=100) as queue:
-        await _set_mode(queue, "fifo")
+        await _set_mode(queue, Mode.FIFO)
         alice, bob = await queue.client("alice"), await queue.client("bob")
         await _submit(alice, 3)
         await _submit(bob, 1)
         worker = await WorkerClient.register(queue, "w0")
         assert [j["user"] for j in await _drain(worker, 1)] == ["alice"]
-        await _set_mode(queue, "fair")  # Bob has never been served: he is next.
+        await _set_mode(queue, Mode.FAIR)  # Bob has never been served: he is next.
         assert [j["user"] for j in await _drain(worker, 1)] == ["bob"]
         for c in (alice, bob, worker):
             await c.aclose()
@@ -138,7 +139,7 @@ async def test_queued_limit_gives_429(make_queue: MakeQueue) -> None:
 
 async def test_running_limit_parks_the_user_until_a_job_ends(make_queue: MakeQueue) -> None:
     async with make_queue(max_running_per_user=1) as queue:
-        await _set_mode(queue, "fifo")
+        await _set_mode(queue, Mode.FIFO)
         alice, bob = await queue.client("alice"), await queue.client("bob")
         a1, a2 = await _submit(alice, 2)
         (b1,) = await _submit(bob, 1)
@@ -164,7 +165,7 @@ async def test_a_service_started_with_another_running_limit_applies_it(
     of the moment. A service that starts with a different limit rebuilds them: a user parked
     under the old limit is served under a higher one, and one over a lower limit is parked."""
     async with make_queue(max_running_per_user=1) as queue:
-        await _set_mode(queue, "fifo")
+        await _set_mode(queue, Mode.FIFO)
         alice, bob = await queue.client("alice"), await queue.client("bob")
         a1, a2 = await _submit(alice, 2)
         b1, b2, _b3 = await _submit(bob, 3)  # b3 still waits at the end
@@ -211,11 +212,12 @@ async def test_a_freed_slot_wakes_a_parked_worker_and_nothing_else_does(
             (f[b"type"].decode(), f[b"job"].decode(), f[b"wake"] == b"1") for _, f in entries
         ]
         assert wakes == [
-            ("queued", b1, True), ("leased", b1, False), ("succeeded", b1, False),
-            ("queued", a1, True), ("queued", a2, True),  # Alice runs nothing yet
-            ("leased", a1, False),  # now a2 waits behind her running limit...
-            ("succeeded", a1, True),  # ...until a1 ends
-            ("leased", a2, False),
+            (EventType.QUEUED, b1, True), (EventType.LEASED, b1, False),
+            (EventType.SUCCEEDED, b1, False),
+            (EventType.QUEUED, a1, True), (EventType.QUEUED, a2, True),  # Alice runs nothing yet
+            (EventType.LEASED, a1, False),  # now a2 waits behind her running limit...
+            (EventType.SUCCEEDED, a1, True),  # ...until a1 ends
+            (EventType.LEASED, a2, False),
         ]
         for c in (alice, bob, w1, w2):
             await c.aclose()
@@ -228,7 +230,7 @@ async def test_estimated_positions_are_the_claim_order(make_queue: MakeQueue) ->
     (ties between never-served users go by name), and a submit answers with the position
     that a read of the job gives right after it."""
     async with make_queue(max_queued_per_user=100, max_running_per_user=100) as queue:
-        await _set_mode(queue, "fair")
+        await _set_mode(queue, Mode.FAIR)
         admin = await queue.client("admin")
         r = await admin.put("/api/admin/users/dave", json={"password": "dave-password-1"})
         assert r.status_code == 200, r.text
@@ -260,11 +262,11 @@ async def test_fair_mode_counts_a_user_once_across_levels(make_queue: MakeQueue)
     before the change still carries the old role). Serving them at one level must move
     them back in line at the other too, or they would be served twice in a row."""
     async with make_queue(max_queued_per_user=100, max_running_per_user=100) as queue:
-        await _set_mode(queue, "fair")
+        await _set_mode(queue, Mode.FAIR)
         alice, bob, admin = [await queue.client(u) for u in ("alice", "bob", "admin")]
         a_ids = await _submit(alice, 2)  # level 0: her token says participant
         r = await admin.put(
-            "/api/admin/users/alice", json={"password": "alice-password", "role": "instructor"}
+            "/api/admin/users/alice", json={"password": "alice-password", "role": Role.INSTRUCTOR}
         )
         assert r.status_code == 200, r.text
         r = await admin.post("/api/jobs", json={"workflow": WORKFLOW, "user": "alice"})

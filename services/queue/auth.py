@@ -23,7 +23,8 @@ import jwt
 from fastapi import Depends, HTTPException, Request, WebSocket, status
 from redis.asyncio import Redis
 
-from services.queue.settings import ROLE_LEVEL, QueueSettings, Role
+from services.contracts import ROLE_LEVEL, WORKER_TOKEN_PREFIX, Role
+from services.queue.settings import QueueSettings
 
 _hasher = argon2.PasswordHasher()
 _WORKER_CACHE_S = 10.0
@@ -153,7 +154,7 @@ class Authenticator:
             await pipe.execute()
 
     async def create_worker_token(self, name: str) -> str:
-        token = "cqw_" + secrets.token_urlsafe(32)
+        token = WORKER_TOKEN_PREFIX + secrets.token_urlsafe(32)
         await self.add_worker_token(name, token)
         return token
 
@@ -196,7 +197,7 @@ class Authenticator:
         raise _unauthorized("authentication required: send 'Authorization: Bearer <token>'")
 
     async def _bearer(self, token: str) -> Principal:
-        if token.startswith("cqw_"):
+        if token.startswith(WORKER_TOKEN_PREFIX):
             name = await self._worker_name(token)
             if name is None:
                 raise _unauthorized("unknown or revoked worker token")

@@ -22,11 +22,13 @@ from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from services.contracts import EventType
+
 log = structlog.get_logger(__name__)
 
 #: One XREAD waits at most this long; it must stay well under the client's socket timeout.
 _BLOCK_MS = 2000
-
+_MODE = EventType.MODE.encode()
 
 
 @dataclass
@@ -105,9 +107,6 @@ class LeaseWaiters:
     def wake_all(self) -> None:
         self.wake(len(self._waiting))
 
-    def __len__(self) -> int:
-        return len(self._waiting)
-
 
 class EventHub:
     """The replica's single reader of the event stream."""
@@ -170,7 +169,7 @@ class EventHub:
         # The Lua scripts mark the events after which one more job is claimable.
         if fields.get(b"wake") == b"1":
             self.waiters.wake(1)
-        elif fields.get(b"type") == b"mode":
+        elif fields.get(b"type") == _MODE:
             self.waiters.wake_all()
         if not self._subscribers:  # most entries: nobody watching here, nothing to decode
             return

@@ -5,11 +5,10 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from services.queue.models import JobState
+from services.contracts import LIVE_STATES, JobState
 from services.queue.store import Completion, JobStore
 
-_LIVE = (JobState.QUEUED, JobState.LEASED, JobState.RUNNING)
-_FINAL = (JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED)
+_FINAL = tuple(state for state in JobState if state not in LIVE_STATES)
 _BUCKETS_S = (0.01, 0.05, 0.1, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600, 1800)
 
 
@@ -46,7 +45,7 @@ class QueueMetrics:
 
     async def render(self, store: JobStore) -> bytes:
         live, totals = await store.counts()
-        for state in _LIVE:
+        for state in LIVE_STATES:
             self.jobs.labels(state.value).set(live.get(state.value, 0))
         for state in _FINAL:
             self.finished.labels(state.value).set(totals.get(state.value, 0))

@@ -2,24 +2,11 @@
 
 from __future__ import annotations
 
-from enum import StrEnum
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from services.queue.settings import Mode, Role
-
-
-class JobState(StrEnum):
-    QUEUED = "queued"
-    LEASED = "leased"
-    RUNNING = "running"
-    SUCCEEDED = "succeeded"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
-
-
-FINAL_STATES = frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED})
+from services.contracts import JobState, Mode, Role
 
 
 class Job(BaseModel):

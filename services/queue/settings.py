@@ -3,29 +3,12 @@
 from __future__ import annotations
 
 import json
-from enum import StrEnum
 from typing import Annotated, Any
 
 from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-
-class Mode(StrEnum):
-    """How the next job is chosen."""
-
-    FIFO = "fifo"
-    FAIR = "fair"
-    PRIORITY = "priority"
-
-
-class Role(StrEnum):
-    PARTICIPANT = "participant"
-    INSTRUCTOR = "instructor"
-    ADMIN = "admin"
-
-
-#: Scheduling level of each role; `priority` mode serves higher levels first.
-ROLE_LEVEL: dict[Role, int] = {Role.PARTICIPANT: 0, Role.INSTRUCTOR: 1, Role.ADMIN: 2}
+from services.contracts import REDIS_PORT, Mode, Role
 
 
 class UserSeed(BaseModel):
@@ -53,7 +36,7 @@ class QueueSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="QUEUE_", frozen=True)
 
-    redis_url: str = "redis://127.0.0.1:6379/0"
+    redis_url: str = f"redis://127.0.0.1:{REDIS_PORT}/0"
     key_prefix: str = "cq:"
     token_secret: SecretStr = Field(min_length=32)
     token_ttl_s: int = Field(default=12 * 3600, gt=0)

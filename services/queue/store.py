@@ -15,9 +15,10 @@ from typing import Any
 import orjson
 from redis.asyncio import Redis
 
-from services.queue.models import Job, JobState, WorkerInfo
+from services.contracts import EventType, JobState, Mode
+from services.queue.models import Job, WorkerInfo
 from services.queue.scripts import Scripts
-from services.queue.settings import Mode, QueueSettings
+from services.queue.settings import QueueSettings
 
 #: A worker silent for this long is dropped from the worker list altogether.
 _FORGET_WORKER_MS = 24 * 3600 * 1000
@@ -405,7 +406,7 @@ class JobStore:
     async def set_mode(self, mode: Mode) -> None:
         await self.redis.set(self.key("mode"), mode.value)
         data = orjson.dumps({"mode": mode.value})
-        event = {"type": "mode", "job": "", "user": "", "state": "", "data": data}
+        event = {"type": EventType.MODE.value, "job": "", "user": "", "state": "", "data": data}
         await self.redis.xadd(
             self.key("events"), event, maxlen=self.settings.events_maxlen, approximate=True
         )

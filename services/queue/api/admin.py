@@ -7,6 +7,7 @@ import asyncio
 from fastapi import APIRouter, HTTPException, Query, status
 from pydantic import BaseModel
 
+from services.contracts import LIVE_STATES
 from services.queue.api.deps import Ctx
 from services.queue.auth import Admin, hash_password
 from services.queue.models import (
@@ -37,7 +38,7 @@ async def overview(_: Admin, ctx: Ctx) -> Overview:
     workers = await ctx.store.workers()
     return Overview(
         mode=await ctx.store.get_mode(),
-        jobs={state: live.get(state, 0) for state in ("queued", "leased", "running")},
+        jobs={state: live.get(state, 0) for state in LIVE_STATES},
         finished=totals,
         workers_alive=sum(w.state == "alive" for w in workers),
         workers_lost=sum(w.state == "lost" for w in workers),

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from fastapi import APIRouter, HTTPException, Query, status
 
+from services.contracts import ROLE_LEVEL
 from services.queue.api.deps import Ctx
 from services.queue.auth import Person
 from services.queue.graph import GraphError, validate_workflow
 from services.queue.models import Job, JobWithWorkflow, SubmitRequest
-from services.queue.settings import ROLE_LEVEL
 from services.queue.store import JobFinished, JobNotFound, QueueFull
 
 router = APIRouter(prefix="/api/jobs", tags=["jobs"])

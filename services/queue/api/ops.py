@@ -10,11 +10,11 @@ from fastapi import APIRouter, HTTPException, Response, WebSocket, WebSocketDisc
 from pydantic import BaseModel
 from redis.exceptions import RedisError
 
+from services.contracts import Role
 from services.queue.api.deps import Ctx
 from services.queue.auth import Admin, Person, websocket_principal
 from services.queue.events import EventHub
 from services.queue.models import TokenRequest, TokenResponse
-from services.queue.settings import Role
 
 router = APIRouter(prefix="/api", tags=["ops"])
 _EVENT_ID = re.compile(r"\d{1,20}-\d{1,20}")
