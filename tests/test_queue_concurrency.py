@@ -6,8 +6,13 @@ import asyncio
 import collections
 import time
 
+import pytest
+
 from services.contracts import LIVE_STATES, EventType, JobState
 from tests.queue_harness import WORKFLOW, MakeQueue, QueueHarness, WorkerClient, events, start_queue
+
+#: How long the thousand-job run may take before it counts as hung (it takes a few seconds).
+RUN_LIMIT_S = 60
 
 
 async def test_eight_workers_complete_a_thousand_jobs_exactly_once(make_queue: MakeQueue) -> None:
@@ -28,7 +33,9 @@ async def test_eight_workers_complete_a_thousand_jobs_exactly_once(make_queue: M
 
         async def work(worker: WorkerClient) -> None:
             nonlocal refused
-            while len(completed) < total:
+            # Until every job is accounted for; a refused completion counts, so that it fails
+            # the asserts below instead of leaving the workers polling for a job that is gone.
+            while len(completed) + refused < total:
                 lease = await worker.lease(wait_s=0.5)
                 if lease is None:
                     continue
@@ -39,11 +46,22 @@ async def test_eight_workers_complete_a_thousand_jobs_exactly_once(make_queue: M
                 else:
                     refused += 1
 
-        # Submitting and claiming overlap, so claims race with submits and each other.
-        await asyncio.gather(
-            submit_all(users[0], 400), submit_all(users[1], 300), submit_all(users[2], 300),
-            *(work(w) for w in workers),
-        )
+        # Submitting and claiming overlap, so claims race with submits and each other. A job
+        # lost by the queue would keep the workers polling for ever: bound the run (it takes
+        # a few seconds) and say what went missing.
+        try:
+            async with asyncio.timeout(RUN_LIMIT_S):
+                await asyncio.gather(
+                    submit_all(users[0], 400), submit_all(users[1], 300),
+                    submit_all(users[2], 300), *(work(w) for w in workers),
+                )
+        except TimeoutError:
+            missing = sorted(set(submitted) - set(completed))
+            pytest.fail(
+                f"after {RUN_LIMIT_S} s only {len(completed)} of {total} jobs were completed "
+                f"({len(submitted)} submitted, {refused} completions refused); "
+                f"{len(missing)} submitted jobs never completed, e.g. {missing[:3]}"
+            )
         assert len(submitted) == total and refused == 0
         assert len(completed) == total
         assert collections.Counter(completed).most_common(1)[0][1] == 1
