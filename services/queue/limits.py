@@ -14,18 +14,30 @@ class BodyTooLarge(HTTPException):
         super().__init__(413, f"request body larger than {max_bytes} bytes")
 
 
-def declared_too_large(scope: Scope, max_bytes: int) -> bool:
-    """Whether the request's Content-Length (if any) is malformed or over the limit."""
+MALFORMED_LENGTH = "malformed Content-Length header: expected the body's size in bytes"
+
+#: More digits than this is more than any limit (and more than int() should be asked to parse).
+_MAX_DIGITS = 18
+
+
+def check_declared_length(scope: Scope, max_bytes: int) -> None:
+    """Refuse, before reading anything, a malformed Content-Length (400) or one over the
+    limit (413). The server may pass the value on with surrounding whitespace (httptools
+    keeps trailing spaces), which HTTP allows."""
     for name, value in scope["headers"]:
         if name == b"content-length":
-            return not value.isdigit() or int(value) > max_bytes
-    return False
+            value = value.strip(b" \t")
+            if not value.isdigit():
+                raise HTTPException(400, MALFORMED_LENGTH)
+            if len(value) > _MAX_DIGITS or int(value) > max_bytes:
+                raise BodyTooLarge(max_bytes)
+            return
 
 
 async def read_body(scope: Scope, receive: Receive, max_bytes: int) -> bytes:
-    """The whole request body, refusing (BodyTooLarge) past `max_bytes`."""
-    if declared_too_large(scope, max_bytes):
-        raise BodyTooLarge(max_bytes)
+    """The whole request body, refusing (HTTPException: 400, 413) a malformed length or a
+    body past `max_bytes`."""
+    check_declared_length(scope, max_bytes)
     chunks: list[bytes] = []
     seen = 0
     while True:
@@ -52,8 +64,10 @@ class BodySizeLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        if declared_too_large(scope, self.max_bytes):
-            await self._reject(send)
+        try:
+            check_declared_length(scope, self.max_bytes)
+        except HTTPException as exc:
+            await _reject(send, exc)
             return
         seen = 0
         started = False
@@ -75,20 +89,22 @@ class BodySizeLimit:
 
         try:
             await self.app(scope, counting_receive, tracking_send)
-        except BodyTooLarge:
+        except BodyTooLarge as exc:
             if not started:
-                await self._reject(send)
+                await _reject(send, exc)
 
-    async def _reject(self, send: Send) -> None:
-        body = orjson.dumps({"detail": f"request body larger than {self.max_bytes} bytes"})
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 413,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
+
+async def _reject(send: Send, exc: HTTPException) -> None:
+    """Answer with the one error shape, `{"detail": ...}`."""
+    body = orjson.dumps({"detail": exc.detail})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": exc.status_code,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
