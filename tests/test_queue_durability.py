@@ -3,19 +3,29 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import os
 import signal
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 
 from services.contracts import JobState
 from services.local_redis import LocalRedis, free_port
-from tests.queue_harness import ADMIN_PASSWORD, PASSWORDS, WORKER_TOKENS, WORKFLOW
+from tests.queue_harness import (
+    ADMIN_PASSWORD,
+    PASSWORDS,
+    WORKER_TOKENS,
+    WORKFLOW,
+    WorkerClient,
+    queue_settings,
+    start_queue,
+)
 
 
 @asynccontextmanager
@@ -114,4 +124,52 @@ async def test_jobs_survive_sigkill_and_redis_restart(tmp_path: Path) -> None:
                 )
                 assert r.status_code == 204
     finally:
+        redis_server.stop()
+
+
+async def test_redis_killed_mid_traffic_leaves_no_unretrieved_exceptions(tmp_path: Path) -> None:
+    """Redis dies (SIGKILL) while submits and leases are in flight: every request gets its
+    answer (503 once Redis is gone), and asyncio reports no "Future exception was never
+    retrieved" (it did, for the first caller of each batch cut off mid-reply)."""
+    loop = asyncio.get_running_loop()
+    unhandled: list[dict[str, Any]] = []
+    previous = loop.get_exception_handler()
+    loop.set_exception_handler(lambda _, context: unhandled.append(context))
+    redis_server = LocalRedis(data_dir=tmp_path / "redis").start()
+    try:
+        settings = queue_settings(
+            redis_server.url, max_queued_per_user=1000, history_per_user=2000
+        )
+        async with start_queue(settings) as queue:
+            alice = await queue.client("alice")
+            worker = await WorkerClient.register(queue, "w0")
+            answers: list[int] = []
+            enough = asyncio.Event()
+            target = [100]  # answers before the kill, then 100 more after it
+
+            async def keep_calling(call: Callable[[], Awaitable[httpx.Response]]) -> None:
+                while not (enough.is_set() and len(answers) >= target[0]):
+                    answers.append((await call()).status_code)
+                    if len(answers) >= target[0]:
+                        enough.set()
+
+            calls = [lambda: alice.post("/api/jobs", json={"workflow": WORKFLOW})] * 16
+            calls += [lambda: worker.lease_response(wait_s=0)] * 4
+            running = [asyncio.ensure_future(keep_calling(c)) for c in calls]
+            async with asyncio.timeout(60):
+                await enough.wait()
+                redis_server.kill()  # while ~20 calls are in flight
+                enough.clear()
+                target[0] = len(answers) + 100
+                await enough.wait()
+                await asyncio.gather(*running)
+            assert set(answers) <= {200, 201, 503}, answers
+            assert answers[-1] == 503
+            await alice.aclose()
+            await worker.aclose()
+        gc.collect()
+        await asyncio.sleep(0)  # what __del__ reported is handed over with call_soon
+        assert [c.get("message") for c in unhandled] == []
+    finally:
+        loop.set_exception_handler(previous)
         redis_server.stop()
