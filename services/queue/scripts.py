@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from importlib.resources import files
 from operator import itemgetter
 from typing import Any, overload
@@ -89,14 +89,15 @@ class BoundScript:
         # itemgetter of one name returns the value itself, of several a tuple: make it a tuple.
         self._get = (lambda kw: (getter(kw),)) if len(decl.names) == 1 else getter
 
-    async def __call__(self, **arguments: Any) -> Any:
+    def __call__(self, **arguments: Any) -> Awaitable[Any]:
+        """The call's reply, to await; a wrong set of names raises TypeError right here."""
         try:
             values = self._get(arguments)
         except KeyError:
             values = None
         if values is None or len(arguments) != len(self.names):
             raise TypeError(self._wrong_arguments(arguments))
-        return await self.batcher.call(self.script, (self.prefix, *values))
+        return self.batcher.call(self.script, (self.prefix, *values))
 
     def _wrong_arguments(self, arguments: dict[str, Any]) -> str:
         missing = [n for n in self.names if n not in arguments]
