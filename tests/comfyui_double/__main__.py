@@ -35,13 +35,15 @@ import sys
 import tempfile
 from pathlib import Path
 
+from services.contracts import COMFYUI_PORT
+
 log = logging.getLogger("comfyui_double")
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="main.py", description="ComfyUI test double")
     parser.add_argument("--listen", nargs="?", const="0.0.0.0,::", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8188)
+    parser.add_argument("--port", type=int, default=COMFYUI_PORT)
     parser.add_argument("--disable-auto-launch", action="store_true")
     parser.add_argument("--cuda-device", type=int, default=None)
     parser.add_argument("--extra-model-paths-config", action="append", default=[])
