@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from infra.gpu_config import GpuConfigError, GpuSettings, parse_gpu
+
 NAMESPACE = "workshop"
 
 QUEUE_MODES = ("fifo", "fair", "priority")
@@ -43,16 +45,6 @@ def _fix(key: str, example: str, secret: bool = False) -> str:
     if "." in key:
         return f"run: pulumi config set{flag} --path '{NAMESPACE}:{key}' {example}"
     return f"run: pulumi config set{flag} {NAMESPACE}:{key} {example}"
-
-
-@dataclass(frozen=True)
-class GpuSettings:
-    """Settings the GPU-host issue will use; validated now so the stack file stays honest."""
-
-    provider: str = "verda"
-    count: int = 0
-    idle_minutes: int = 20
-    hourly_eur: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -269,31 +261,10 @@ def load_config(
                 )
             passwords[user] = pw
 
-    gpu_raw = get("gpu") or {}
-    if isinstance(gpu_raw, str):
-        gpu_raw = json.loads(gpu_raw)
-    if not isinstance(gpu_raw, dict):
-        raise ConfigError(f"config key '{NAMESPACE}:gpu' must be an object")
-
-    def gget(k: str) -> Any:
-        return gpu_raw.get(k.removeprefix("gpu."))
-
-    gpu_provider = str(gpu_raw.get("provider", "verda"))
-    if gpu_provider not in ("verda", "ssh"):
-        raise ConfigError(
-            f"config key '{NAMESPACE}:gpu.provider' must be 'verda' or 'ssh'; "
-            f"run: pulumi config set --path '{NAMESPACE}:gpu.provider' verda"
-        )
     try:
-        hourly = float(gpu_raw.get("hourlyEur", 0.0))
-    except (TypeError, ValueError):
-        raise ConfigError(f"config key '{NAMESPACE}:gpu.hourlyEur' must be a number") from None
-    gpu = GpuSettings(
-        provider=gpu_provider,
-        count=_int(gget, "gpu.count", 0, 0, 64),
-        idle_minutes=_int(gget, "gpu.idleMinutes", 20, 1, 24 * 60),
-        hourly_eur=hourly,
-    )
+        gpu = parse_gpu(get("gpu"))
+    except GpuConfigError as exc:
+        raise ConfigError(str(exc)) from None
 
     r2_location = _str(get, "r2Location", "weur", "weur")
     if r2_location not in ("apac", "eeur", "enam", "weur", "wnam", "oc"):
