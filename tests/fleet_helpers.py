@@ -70,7 +70,7 @@ class FileServer:
 @contextlib.contextmanager
 def serve_files(server_state: FileServer) -> Iterator[FileServer]:
     class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+        def do_GET(self) -> None:
             server_state.requests.append((self.path, self.headers.get("Authorization")))
             code = server_state.status.get(self.path, 200)
             body = server_state.files.get(self.path)

@@ -3,6 +3,7 @@ parallel ranges, resume after an interruption, checksums refused, the shared vol
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 from collections.abc import Iterator
@@ -24,7 +25,7 @@ BUCKET = "workshop-models"
 
 @pytest.fixture
 def models_bucket(s3_server):
-    endpoint, client = s3_server
+    _endpoint, client = s3_server
     client.create_bucket(Bucket=BUCKET)
     blobs = [
         make_blob("checkpoints", "sdxl.safetensors", 10 * PART + 123),
@@ -63,7 +64,7 @@ def test_fetch_puts_each_model_in_its_folder_and_verifies(models_bucket, tmp_pat
     # Byte ranges of one part each, every byte exactly once.
     sdxl = sorted((s, e) for k, s, e in source.ranges if k == "checkpoints/sdxl.safetensors")
     assert len(sdxl) == 11 and sdxl[0] == (0, PART) and sdxl[-1][1] == 10 * PART + 123
-    assert all(a[1] == b[0] for a, b in zip(sdxl, sdxl[1:], strict=False))
+    assert all(a[1] == b[0] for a, b in itertools.pairwise(sdxl))
     # A second run (the next boot) trusts the stamps and downloads nothing.
     again = CountingSource(client, BUCKET)
     results = fetch_models(manifest_for(blobs), tmp_path, bucket=again, part_bytes=PART)
@@ -129,7 +130,7 @@ def test_a_checksum_mismatch_is_refused_and_nothing_is_left_in_place(models_buck
 def test_wrong_size_or_missing_object_names_the_models_command(models_bucket, tmp_path):
     client, blobs = models_bucket
     client.delete_object(Bucket=BUCKET, Key="vae/ae.safetensors")
-    with pytest.raises(FetchError, match="not in the models bucket.*services.fleet models"):
+    with pytest.raises(FetchError, match=r"not in the models bucket.*services\.fleet models"):
         fetch_models(manifest_for(blobs[2:]), tmp_path, bucket=BucketSource(client, BUCKET))
     client.put_object(Bucket=BUCKET, Key="vae/ae.safetensors", Body=b"short")
     with pytest.raises(FetchError, match="5 bytes, the manifest says 1000"):
@@ -153,7 +154,10 @@ def test_the_shared_volume_comes_first_and_a_bad_copy_falls_back(models_bucket, 
         "text_encoders/t5.safetensors": "bucket",  # the shared copy was corrupt
         "vae/ae.safetensors": "bucket",  # not on the shared volume
     }
-    assert {k for k, _, _ in source.ranges} == {"text_encoders/t5.safetensors", "vae/ae.safetensors"}
+    assert {k for k, _, _ in source.ranges} == {
+        "text_encoders/t5.safetensors",
+        "vae/ae.safetensors",
+    }
     for blob in blobs:
         assert (tmp_path / "host" / blob.folder / blob.file).read_bytes() == blob.data
 

@@ -139,7 +139,7 @@ def test_comfyui_default_and_legacy_directories_count(tmp_path):
 
 
 def test_check_accepts_a_manifest_path(tmp_path, layout):
-    manifest, blobs, models, roots = layout
+    manifest, _blobs, _models, roots = layout
     path = tmp_path / "m.yaml"
     path.write_text(
         yaml.safe_dump({"models": [m.model_dump() for m in manifest.models]}, sort_keys=False)

@@ -6,8 +6,8 @@ running all night. The rule is a pure function of the clock, the workers' status
 
 - busy: some worker says `busy` and reached the queue within `stale_s` (a worker that died
   mid-job leaves a `busy` file behind; without fresh queue contact it no longer counts);
-- idle: no busy worker since `idle_s` (counted from the last `last_busy_at`, or from the
-  watchdog's start after a boot);
+- idle: no busy worker for `idle_s` (counted from the latest `last_busy_at`, a stale busy
+  worker's last queue contact, or the watchdog's start after a boot);
 - queue unreachable: neither the watchdog's own probe nor any worker reached the queue for
   `idle_s`: that counts as idle even while a worker claims to be busy, because its results can
   no longer be delivered and nobody can give it new work.
@@ -88,8 +88,13 @@ def decide(
         for s in statuses
         if s.state == "busy" and s.queue_ok_at is not None and now - s.queue_ok_at <= rule.stale_s
     ]
+    # A worker still saying `busy` was busy at least until its last queue contact.
     last_activity = max(
-        [started_at, *(s.last_busy_at for s in statuses if s.last_busy_at is not None)]
+        [
+            started_at,
+            *(s.last_busy_at for s in statuses if s.last_busy_at is not None),
+            *(s.queue_ok_at for s in statuses if s.state == "busy" and s.queue_ok_at is not None),
+        ]
     )
     if busy:
         last_activity = now

@@ -30,7 +30,8 @@ class Model(BaseModel):
     name: str = ""
     file: str
     folder: str
-    url: str = Field(pattern=r"^https://")
+    # https, or plain http from a mirror on this machine (loopback).
+    url: str = Field(pattern=r"^(https://|http://(127\.0\.0\.1|localhost)[:/])")
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
     size: int = Field(gt=0)
     licence: str = Field(min_length=1)
