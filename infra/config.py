@@ -145,7 +145,6 @@ def _list(get: Getter, key: str, example: str) -> tuple[str, ...]:
     return tuple(x.strip() for x in raw)
 
 
-
 def _required_list(get: Getter, key: str, example: str, what: str) -> tuple[str, ...]:
     """A list that must have at least one entry; the error says how to add the first."""
     values = _list(get, key, example)
@@ -155,6 +154,7 @@ def _required_list(get: Getter, key: str, example: str, what: str) -> tuple[str,
             f"run: pulumi config set --path '{NAMESPACE}:{key}[0]' {example}"
         )
     return values
+
 
 def _image(get: Getter, key: str, default: str, example: str) -> str:
     value = _str(get, key, default, example)
