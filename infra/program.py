@@ -73,9 +73,14 @@ def build(config: WorkshopConfig, opts: pulumi.ResourceOptions | None = None) ->
         "gpu-hosts",
         GpuHostsArgs(
             settings=config.gpu,
+            prefix=config.prefix,
             tailscale_auth_key=tailnet.gpu_key.key,
             r2=storage.gpu_credentials,
+            r2_endpoint=storage.endpoint,
+            buckets=storage.bucket_names,
             queue_url=vps.tailnet_ip.apply(lambda ip: f"http://{ip}:8000"),
+            ssh_public_keys=config.ssh_public_keys,
+            ssh_private_key=private_key,
         ),
         opts=top(),
     )
@@ -131,6 +136,9 @@ def build(config: WorkshopConfig, opts: pulumi.ResourceOptions | None = None) ->
         "vpsTailnetIp": vps.tailnet_ip,
         "buckets": storage.bucket_names,
         "estimatedCostEurPerHour": round(cost.total, 4),
+        # Each GPU host (tailnet name and address, EUR/hour) and the fleet's EUR/hour.
+        "gpuHosts": gpu_hosts.outputs,
+        "gpuFleetEurPerHour": gpu_hosts.fleet_eur_per_hour,
     }
     return outputs
 

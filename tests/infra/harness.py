@@ -19,6 +19,10 @@ ACCOUNT = "fedcba9876543210fedcba9876543210"
 VPS_IPV4 = "203.0.113.10"
 VPS_IPV6 = "2001:db8::1"
 TAILNET_IP = "100.64.0.7"
+GPU_TAILNET_IP = "100.64.1.1"
+WORKER_IMAGE = "ghcr.io/example/comfy-workshop/worker@sha256:" + "d" * 64
+VERDA_INSTANCE = "pulumi-python:dynamic/verda:Instance"
+VERDA_EUR_PER_HOUR = 2.38
 
 
 @dataclass
@@ -100,12 +104,18 @@ class RecordingMocks(Mocks):
                 "cloud-init-done": TAILNET_IP + "\n",
                 "origin-csr": "-----BEGIN CERTIFICATE REQUEST-----\nMOCK\n",
             }.get(args.name, "")
+            if args.name.endswith(("-ready", "-bootstrap")):  # a GPU host's bootstrap
+                state["stdout"] = f"== ready: {args.name} {GPU_TAILNET_IP}\n"
         elif t == "random:index/randomPassword:RandomPassword":
             # As long as asked for (the queue checks minimum lengths), and recognisable.
             result = f"pw-{args.name}-SECRET".ljust(int(args.inputs.get("length", 0)), "x")
             state |= {"result": result, "bcryptHash": f"$2a$10$hash{args.name}"}
         elif t == "docker:index/remoteImage:RemoteImage":
             state["imageId"] = "sha256:" + "a" * 64
+        elif t == VERDA_INSTANCE:
+            rid = f"verda-{args.name}"
+            state |= {"instanceId": rid, "ip": "198.51.100.20", "status": "running"}
+            state["hourlyEur"] = VERDA_EUR_PER_HOUR
         self.ids[f"{args.typ}::{args.name}"] = rid
         return rid, state
 

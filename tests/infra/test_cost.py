@@ -15,7 +15,7 @@ from infra.cost import (
     day_table,
     hourly_cost,
 )
-from tests.infra.harness import make_config, run_program
+from tests.infra.harness import WORKER_IMAGE, make_config, run_program
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -30,7 +30,8 @@ def test_hourly_cost_adds_up():
 
 
 def test_stack_output_uses_cost_module(tmp_path):
-    s = run_program(make_config(tmp_path, gpu={"count": 1, "hourlyEur": 2.0}))
+    gpu = {"count": 1, "hourlyEur": 2.0, "workerImage": WORKER_IMAGE}
+    s = run_program(make_config(tmp_path, gpu=gpu))
     assert s.outputs["estimatedCostEurPerHour"] == round(hourly_cost("cx22", 10, 1, 2.0).total, 4)
 
 

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from services.queue.settings import QueueSettings
-from tests.infra.harness import ACCOUNT, make_config, run_program
+from tests.infra.harness import ACCOUNT, WORKER_IMAGE, make_config, run_program
 
 SERVER = "hcloud:index/server:Server"
 CMD = "command:remote:Command"
@@ -172,12 +172,14 @@ def test_gateway_deployed_when_image_configured(tmp_path):
 
 
 def test_worker_tokens_reach_queue_with_prefix(tmp_path, monkeypatch):
-    s = run_program(make_config(tmp_path, gpu={"count": 2, "hourlyEur": 1.0}))
+    gpu = {"count": 2, "hourlyEur": 1.0, "workerImage": WORKER_IMAGE, "tokenPool": 3}
+    s = run_program(make_config(tmp_path, gpu=gpu))
     env = dict(e.split("=", 1) for e in s.one(CONTAINER, "queue").inputs["envs"])
     for k, v in env.items():
         monkeypatch.setenv(k, v)
     tokens = {k: v.get_secret_value() for k, v in QueueSettings().worker_tokens.items()}
-    assert set(tokens) == {"gpu-01", "gpu-02"}
+    # A pool larger than count, so a third host later does not change the queue's env.
+    assert set(tokens) == {"gpu-01", "gpu-02", "gpu-03"}
     # services/queue/auth.py treats only `cqw_...` bearer tokens as worker tokens.
     assert all(t.startswith("cqw_") and len(t) > 40 for t in tokens.values())
     assert s.outputs["credentials"]["workers"] == tokens
