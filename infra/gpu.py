@@ -261,7 +261,11 @@ class GpuHosts(pulumi.ComponentResource):
             n: GpuHost(_HostSpec(n, i, args, self.worker_tokens[n], key_ids), opts=child)
             for i, n in enumerate(self.names)
         }
-        self.outputs = pulumi.Output.all(**{n: h.outputs for n, h in self.hosts.items()})
+        self.outputs: pulumi.Output[Any] = (
+            pulumi.Output.all(**{n: h.outputs for n, h in self.hosts.items()})
+            if self.hosts
+            else pulumi.Output.from_input({})
+        )
         self.fleet_eur_per_hour = pulumi.Output.all(
             *[h.hourly_eur for h in self.hosts.values()]
         ).apply(lambda prices: round(sum(float(p or 0) for p in prices), 4))

@@ -24,6 +24,7 @@ SCRIPTS_DIR = CLOUD_INIT_DIR / "gpu-scripts"
 MODELS_DIR = "/srv/comfy/models"  # on the host; the containers see it as /models
 CONTAINER_MODELS_DIR = "/models"
 COMFYUI_THREADS = 2  # OMP/MKL threads per ComfyUI process (../shared/comfyui/GPU.md)
+WORKER_IMAGE_GB = 25  # disk the preflight keeps for the worker image (CUDA, torch)
 SCRIPTS = (
     "comfy-gpu-bootstrap",
     "comfy-gpu-preflight",
@@ -108,6 +109,7 @@ def host_files(b: HostBootstrap) -> list[dict[str, str]]:
         "COMFY_HOURLY_EUR": b.hourly_eur,
         "COMFY_MODELS_DIR": MODELS_DIR,
         "COMFY_MODELS_BYTES": manifest.total_bytes,
+        "COMFY_IMAGE_GB": WORKER_IMAGE_GB,
         "COMFY_SHARED_MODELS_DIR": b.shared_models_dir,
         "COMFY_SHARED_MODELS_NFS": b.shared_models_nfs,
         "COMFY_POWEROFF_ON_FAILURE": int(b.poweroff_on_failure),

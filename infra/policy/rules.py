@@ -19,6 +19,8 @@ CONTAINER = "docker:index/container:Container"
 ACL = "tailscale:index/acl:Acl"
 BUCKET = "cloudflare:index/r2Bucket:R2Bucket"
 GPU_HOST = "comfy:workshop:GpuHost"
+VERDA_INSTANCE = "pulumi-python:dynamic/verda:Instance"
+LOOPBACK = ("127.0.0.1", "::1", "localhost")
 
 # Resource type -> the properties that hold credentials and must be secret outputs.
 SECRET_PROPS: dict[str, tuple[str, ...]] = {
@@ -26,6 +28,7 @@ SECRET_PROPS: dict[str, tuple[str, ...]] = {
     "command:remote:Command": ("stdin",),
     "tailscale:index/tailnetKey:TailnetKey": ("key",),
     "cloudflare:index/apiToken:ApiToken": ("value",),
+    VERDA_INSTANCE: ("startupScript",),  # a GPU host's bootstrap: tailnet key, worker token
 }
 
 
@@ -121,21 +124,27 @@ def validate_secrets(args: Any, report: ReportViolation) -> None:
 
 
 def validate_gpu_idle(args: Any, report: ReportViolation) -> None:
-    labels = args.props.get("labels") or {}
-    is_gpu = args.resource_type == GPU_HOST or (
-        isinstance(labels, dict) and labels.get("role") == "gpu"
-    )
-    if not is_gpu:
+    if args.resource_type != GPU_HOST:
         return
-    idle = args.props.get(
-        "idleMinutes", labels.get("idle-minutes") if isinstance(labels, dict) else None
-    )
+    idle = args.props.get("idleMinutes")
     try:
         ok = idle is not None and int(idle) > 0
     except (TypeError, ValueError):
         ok = False
     if not ok:
         report(f"GPU host {args.name} has no idle limit (idleMinutes > 0)")
+
+
+def validate_gpu_private(args: Any, report: ReportViolation) -> None:
+    """GPU hosts are reached over the tailnet only: no public port, ComfyUI on loopback."""
+    if args.resource_type != GPU_HOST:
+        return
+    ports = args.props.get("publicPorts")
+    if ports is None or ports:
+        report(f"GPU host {args.name} opens public ports {ports}: reach it over the tailnet")
+    listen = args.props.get("comfyuiListen")
+    if listen not in LOOPBACK:
+        report(f"GPU host {args.name} lets ComfyUI listen on {listen!r}, not on loopback")
 
 
 def _policy(name: str, description: str, fn: Callable[[Any, ReportViolation], None]):
@@ -163,4 +172,9 @@ POLICIES = [
     ),
     _policy("secrets-are-secrets", "Credentials are declared as secret outputs.", validate_secrets),
     _policy("gpu-idle-limit", "Every GPU host carries an idle limit.", validate_gpu_idle),
+    _policy(
+        "gpu-no-public-port",
+        "GPU hosts open no public port; ComfyUI listens on loopback.",
+        validate_gpu_private,
+    ),
 ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -82,11 +83,12 @@ class RecordingMocks(Mocks):
     def __init__(self) -> None:
         self.inputs: dict[str, MockResourceArgs] = {}
         self.ids: dict[str, str] = {}
-        self._next = 1000
 
     def new_resource(self, args: MockResourceArgs):
-        self._next += 1
-        rid = str(self._next)
+        # Numeric (hcloud ids are ints) and derived from the name, so two builds of different
+        # configs give a resource the same id: their registrations can be compared.
+        digest = hashlib.sha256(f"{args.typ}::{args.name}".encode()).hexdigest()
+        rid = str(int(digest[:12], 16))
         self.inputs[f"{args.typ}::{args.name}"] = args
         state = dict(args.inputs)
         t = args.typ

@@ -62,6 +62,7 @@ def test_all_policies_are_mandatory():
         "buckets-retained",
         "secrets-are-secrets",
         "gpu-idle-limit",
+        "gpu-no-public-port",
     }
     assert all(p.enforcement_level == EnforcementLevel.MANDATORY for p in POLICIES)
 
@@ -139,13 +140,14 @@ def test_rejects_plaintext_credentials(stack):
 
 
 def test_gpu_host_needs_idle_limit():
+    private = {"publicPorts": [], "comfyuiListen": "127.0.0.1"}
     ok = Registration(type="comfy:workshop:GpuHost", name="gpu-01", inputs={"idleMinutes": 20})
     bad = Registration(type="comfy:workshop:GpuHost", name="gpu-02", inputs={})
-    labelled = Registration(
-        type="hcloud:index/server:Server", name="gpu-03", inputs={"labels": {"role": "gpu"}}
-    )
+    zero = Registration(type="comfy:workshop:GpuHost", name="gpu-03", inputs={"idleMinutes": 0})
+    for reg in (ok, bad, zero):
+        reg.inputs |= private
     assert violations([ok]) == []
-    assert {(f[0], f[1]) for f in violations([bad, labelled])} == {
+    assert {(f[0], f[1]) for f in violations([bad, zero])} == {
         ("gpu-idle-limit", "gpu-02"),
         ("gpu-idle-limit", "gpu-03"),
     }
