@@ -132,7 +132,9 @@ def _str(raw: dict[str, Any], key: str, default: str) -> str:
     if value is None or value == "":
         return default
     if not isinstance(value, str):
-        raise GpuConfigError(f"config key 'workshop:gpu.{key}' must be a string")
+        raise GpuConfigError(
+            f"config key 'workshop:gpu.{key}' must be a string; " + _fix(key, "<value>")
+        )
     return value.strip()
 
 
@@ -158,7 +160,7 @@ def _ssh_hosts(raw: dict[str, Any]) -> tuple[SshHost, ...]:
             if not HOSTNAME_RE.match(address):
                 raise GpuConfigError(
                     f"config key 'workshop:gpu.{where}.address' is neither an IP address nor a "
-                    f"host name: {address!r}"
+                    f"host name: {address!r}; " + _fix(f"{where}.address", "192.0.2.10")
                 ) from None
         hourly = entry.get("hourlyEur")
         hosts.append(
@@ -221,7 +223,8 @@ def parse_gpu(raw: Any) -> GpuSettings:
     nfs = _str(raw, "sharedModelsNfs", "")
     if nfs and not NFS_RE.match(nfs):
         raise GpuConfigError(
-            f"config key 'workshop:gpu.sharedModelsNfs' must look like server:/export, got {nfs!r}"
+            f"config key 'workshop:gpu.sharedModelsNfs' must be server:/export, got {nfs!r}; "
+            + _fix("sharedModelsNfs", "nfs.example:/models")
         )
     settings = GpuSettings(
         provider=provider,
