@@ -176,6 +176,8 @@ def test_the_cli_watchdog_exits_zero_to_power_off(tmp_path, capsys):
     """No queue listening and a zero idle limit: the first check says power off."""
     code = main(
         [
+            "--manifest",
+            str(tmp_path / "absent.yaml"),  # the worker image ships no manifest of its own
             "watchdog",
             "--status-dir",
             str(tmp_path),

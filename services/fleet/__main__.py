@@ -77,7 +77,8 @@ def main(argv: list[str] | None = None) -> int:
     paths = sub.add_parser("extra-model-paths", help="print ComfyUI's extra_model_paths.yaml")
     paths.add_argument("--base", required=True)
     args = parser.parse_args(argv)
-
+    if args.command == "watchdog":  # needs no manifest (the image ships none of its own)
+        return _watchdog(args)
     try:
         manifest = load_manifest(args.manifest)
     except ManifestError as exc:
@@ -88,6 +89,20 @@ def main(argv: list[str] | None = None) -> int:
     except (FetchError, ValidationError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+
+
+def _watchdog(args: argparse.Namespace) -> int:
+    from services.fleet.idle import IdleRule, http_probe, run_watchdog
+
+    verdict = run_watchdog(
+        IdleRule(idle_s=args.idle_minutes * 60),
+        args.status_dir,
+        http_probe(args.queue_url),
+        interval_s=args.interval,
+        log=lambda line: print(line, flush=True),
+    )
+    print(verdict.reason, flush=True)
+    return 0
 
 
 def _run(args: argparse.Namespace, manifest: Any) -> int:
@@ -130,18 +145,6 @@ def _run(args: argparse.Namespace, manifest: Any) -> int:
             print(problem.message, file=sys.stderr)
         print(f"{len(manifest.models) - len(problems)}/{len(manifest.models)} models in place")
         return 1 if problems else 0
-    if args.command == "watchdog":
-        from services.fleet.idle import IdleRule, http_probe, run_watchdog
-
-        verdict = run_watchdog(
-            IdleRule(idle_s=args.idle_minutes * 60),
-            args.status_dir,
-            http_probe(args.queue_url),
-            interval_s=args.interval,
-            log=lambda line: print(line, flush=True),
-        )
-        print(verdict.reason, flush=True)
-        return 0
     if args.command == "extra-model-paths":
         sys.stdout.write(extra_model_paths(manifest, args.base))
         return 0
