@@ -55,14 +55,11 @@ INSTANCE_INPUTS = (
     "startupScript",
     "running",
 )
+#: What Verda changes in place; every other input replaces the instance (the startup script
+#: by its hash: it is never an output).
+IN_PLACE = ("osVolumeGb", "running")
 REPLACE_ON = (
-    "hostname",
-    "description",
-    "instanceType",
-    "image",
-    "location",
-    "spot",
-    "sshKeyIds",
+    *(k for k in INSTANCE_INPUTS if k not in (*IN_PLACE, "startupScript")),
     "startupScriptSha256",
 )
 # The provider process unpickles this. It runs in infra/ (Pulumi.yaml's main) or the repository
@@ -260,9 +257,26 @@ class SshKeyProvider(_Portable):
         self.api().delete_ssh_key(id_)
 
 
-class VerdaInstance(pulumi.dynamic.Resource, module="verda", name="Instance"):
-    """A Verda GPU instance (type `pulumi-python:dynamic/verda:Instance`); outputs as attributes
-    of the same names: instanceId, ip, status, osVolumeId, hourlyEur, ..."""
+class _VerdaResource(pulumi.dynamic.Resource):
+    """Declares its outputs (so they are attributes of the same names) and its provider."""
+
+    OUTPUTS: ClassVar[tuple[str, ...]] = ()
+    PROVIDER: ClassVar[type[_Portable]]
+
+    def __init__(
+        self,
+        name: str,
+        props: dict[str, Any],
+        provider: _Portable | None = None,
+        opts: pulumi.ResourceOptions | None = None,
+    ) -> None:
+        outputs = dict.fromkeys(self.OUTPUTS)
+        super().__init__(provider or self.PROVIDER(), name, {**outputs, **props}, opts)
+
+
+class VerdaInstance(_VerdaResource, module="verda", name="Instance"):
+    """A Verda GPU instance (type `pulumi-python:dynamic/verda:Instance`): instanceId, ip,
+    status, osVolumeId, hourlyEur, ... are its outputs."""
 
     OUTPUTS = (
         "instanceId",
@@ -274,26 +288,11 @@ class VerdaInstance(pulumi.dynamic.Resource, module="verda", name="Instance"):
         "hourlyEur",
         "pricePerHour",
     )
-
-    def __init__(
-        self,
-        name: str,
-        props: dict[str, Any],
-        provider: InstanceProvider | None = None,
-        opts: pulumi.ResourceOptions | None = None,
-    ) -> None:
-        outputs = dict.fromkeys(self.OUTPUTS)
-        super().__init__(provider or InstanceProvider(), name, {**outputs, **props}, opts)
+    PROVIDER = InstanceProvider
 
 
-class VerdaSshKey(pulumi.dynamic.Resource, module="verda", name="SshKey"):
+class VerdaSshKey(_VerdaResource, module="verda", name="SshKey"):
     """A public key Verda puts on new instances (type `pulumi-python:dynamic/verda:SshKey`)."""
 
-    def __init__(
-        self,
-        name: str,
-        props: dict[str, Any],
-        provider: SshKeyProvider | None = None,
-        opts: pulumi.ResourceOptions | None = None,
-    ) -> None:
-        super().__init__(provider or SshKeyProvider(), name, {"keyId": None, **props}, opts)
+    OUTPUTS = ("keyId",)
+    PROVIDER = SshKeyProvider
