@@ -8,9 +8,9 @@ import re
 import tomllib
 
 from tests.infra.test_validators import ROOT
+from tests.traces import shared_comfyui_dir
 
 DOCKERFILE = ROOT / "images" / "worker.Dockerfile"
-TRACES_INDEX = ROOT / ".." / "shared" / "comfyui" / "INDEX.txt"
 
 
 def _arg(name: str) -> str:
@@ -20,7 +20,7 @@ def _arg(name: str) -> str:
 
 
 def test_comfyui_is_the_release_the_traces_describe():
-    first_line = TRACES_INDEX.read_text().splitlines()[0]
+    first_line = (shared_comfyui_dir() / "INDEX.txt").read_text().splitlines()[0]
     version, commit, frontend = re.match(
         r"ComfyUI (\S+) \(\S+ ([0-9a-f]+)\), frontend package (\S+),", first_line
     ).groups()
