@@ -269,5 +269,4 @@ class GpuHosts(pulumi.ComponentResource):
         self.fleet_eur_per_hour = pulumi.Output.all(
             *[h.hourly_eur for h in self.hosts.values()]
         ).apply(lambda prices: round(sum(float(p or 0) for p in prices), 4))
-        self.idle_minutes = s.idle_minutes
         self.register_outputs({"hosts": self.names})

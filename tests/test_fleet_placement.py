@@ -161,3 +161,10 @@ def test_extra_model_paths_resolves_like_comfyui(tmp_path):
     assert roots["text_encoders"] == [base / "enc"]  # legacy `clip`
     assert roots["vae"] == [Path("/abs/vae")]
     assert roots["loras"] == [config.parent / "rel"]
+
+
+def test_folders_agree_with_the_comfyui_protocol_module():
+    from services.comfy.catalog import MODEL_FOLDERS
+    from services.fleet.placement import COMFYUI_FOLDERS
+
+    assert set(COMFYUI_FOLDERS) <= set(MODEL_FOLDERS)
