@@ -220,6 +220,8 @@ class GpuHost(pulumi.ComponentResource):
             update=AS_ROOT,
             delete=TEARDOWN,
             stdin=script,
+            # Another machine is a new host: bootstrap it, then tear the old one down.
+            triggers=[machine.address, machine.port],
             opts=self._child(pulumi.ResourceOptions(additional_secret_outputs=["stdin"])),
         )
 
