@@ -7,7 +7,13 @@ from pathlib import Path
 import yaml
 
 CLOUD_INIT_DIR = Path(__file__).resolve().parent.parent / "cloud-init"
-SCRIPTS = ("comfy-prepare-data", "comfy-origin-csr", "comfy-join-tailnet")
+SCRIPTS = (
+    "comfy-prepare-data",
+    "comfy-origin-csr",
+    "comfy-install-tailscale",
+    "comfy-join-tailnet",
+)
+JOIN_TAILNET = "/usr/local/sbin/comfy-join-tailnet"
 
 
 def volume_device(volume_id: int | str) -> str:
@@ -20,11 +26,10 @@ def render_vps(
     domain: str,
     hostname: str,
     volume_id: int | str,
-    tailscale_auth_key: str,
     ssh_public_keys: tuple[str, ...],
     swap_gb: int,
 ) -> str:
-    """The complete #cloud-config document (contains the auth key: treat as secret)."""
+    """The complete #cloud-config document. It holds no secret (see cloud-init/vps.yaml)."""
     doc = yaml.safe_load((CLOUD_INIT_DIR / "vps.yaml").read_text())
     doc["users"][0]["ssh_authorized_keys"] = list(ssh_public_keys)
     if swap_gb > 0:
@@ -36,14 +41,7 @@ def render_vps(
         f"COMFY_DOMAIN={domain}\n"
         f"COMFY_TS_HOSTNAME={hostname}\n"
     )
-    files = [
-        {"path": "/etc/comfy/host.env", "permissions": "0644", "content": host_env},
-        {
-            "path": "/run/comfy/tailscale-authkey",
-            "permissions": "0600",
-            "content": tailscale_auth_key + "\n",
-        },
-    ]
+    files = [{"path": "/etc/comfy/host.env", "permissions": "0644", "content": host_env}]
     for script in SCRIPTS:
         files.append(
             {

@@ -63,14 +63,14 @@ class WorkshopConfig:
     admin_cidrs: tuple[str, ...]
     admin_password: Any  # pulumi.Output[str] (secret) or None: generated
     participant_passwords: Mapping[str, Any] = field(default_factory=dict)
-    vps_type: str = "cx22"
+    vps_type: str = "cx23"
     vps_location: str = "nbg1"
     vps_image: str = "ubuntu-24.04"
     data_volume_gb: int = 10
     swap_gb: int = 2
     queue_mode: str = "fair"
     queue_image: str = ""  # "" = build images/queue.Dockerfile on the VPS
-    gateway_image: str = ""  # "" = gateway not deployed yet (later issue)
+    gateway_image: str = ""  # "" = run the gateway from the queue image
     redis_image: str = DEFAULT_REDIS_IMAGE
     caddy_image: str = DEFAULT_CADDY_IMAGE
     r2_location: str = "weur"
@@ -294,7 +294,7 @@ def load_config(
         admin_cidrs=cidrs,
         admin_password=get_secret("adminPassword"),
         participant_passwords=passwords,
-        vps_type=_str(get, "vpsType", "cx22", "cx22"),
+        vps_type=_str(get, "vpsType", "cx23", "cx23"),
         vps_location=_str(get, "vpsLocation", "nbg1", "nbg1"),
         vps_image=_str(get, "vpsImage", "ubuntu-24.04", "ubuntu-24.04"),
         data_volume_gb=_int(get, "dataVolumeGb", 10, 10, 10240),

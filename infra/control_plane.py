@@ -1,9 +1,17 @@
-"""The containers on the VPS (Redis, queue, gateway, Caddy), declared on its Docker over SSH."""
+"""The containers on the VPS (Redis, queue, gateway, Caddy), declared on its Docker over SSH.
+
+Every Docker resource lives on one server: when the server is replaced the new one has
+none of them, yet pulumi-docker only updates its provider's `host` in place and would call
+the containers unchanged. So each Docker resource carries the server's id in an argument
+its provider can only change by recreating it (a container's or network's label, a pulled
+image's `triggers`, a built image's build args, which rebuild it): a new server means new
+Docker resources on it. During the server's delete-before-replace the engine deletes those
+dependents first, while the old server still answers.
+"""
 
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,19 +21,21 @@ import pulumi_docker as docker
 
 from infra.backup import (
     EDGE_NETWORK,
-    FILES_DIR_HOST,
     PRIVATE_NETWORK,
     Backup,
     BackupArgs,
     backup_env,
 )
-from infra.proxy import TLS_CERT, TLS_KEY, render_caddyfile
+from infra.proxy import HTTPS_PORT, TLS_CERT, TLS_KEY, render_caddyfile
 from infra.storage import S3Credentials
-from services.contracts import GATEWAY_PORT, QUEUE_PORT
+from services.contracts import GATEWAY_PORT, QUEUE_PORT, REDIS_PORT
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 QUEUE_DOCKERFILE = "images/queue.Dockerfile"
-REDIS_URL = "redis://redis:6379/0"
+REDIS_URL = f"redis://redis:{REDIS_PORT}/0"
+#: The label (and build arg) that ties a Docker resource to the server it lives on.
+SERVER_LABEL = "comfy.server"
+SERVER_BUILD_ARG = "COMFY_SERVER_ID"
 REDIS_CONF = """# Written by infra/control_plane.py; only the internal network reaches it.
 appendonly yes
 appendfsync everysec
@@ -60,7 +70,7 @@ class ControlPlaneArgs:
     usernames: tuple[str, ...]
     queue_mode: str
     queue_image: str  # digest ref, or "" to build images/queue.Dockerfile on the VPS
-    gateway_image: str  # digest ref, or "" (not deployed yet)
+    gateway_image: str  # digest ref, or "" to run the gateway from the queue image
     redis_image: str
     caddy_image: str
     platform: str  # linux/amd64 or linux/arm64, the VPS's architecture
@@ -78,6 +88,22 @@ class ControlPlaneArgs:
     r2_endpoint: str
     user_files_bucket: str
     r2: S3Credentials
+    trusted_proxies: pulumi.Output[list[str]]  # Cloudflare's ranges
+
+
+def gateway_env(*, domain: str, endpoint: str, bucket: str, key_id: str, secret: str) -> list[str]:
+    """The gateway's settings (prefix GATEWAY_, see services/gateway): the queue on the edge
+    network, the public URL, and the user-files bucket with the VPS's R2 credentials."""
+    return [
+        f"GATEWAY_QUEUE_URL=http://queue:{QUEUE_PORT}",
+        f"GATEWAY_PORT={GATEWAY_PORT}",
+        f"GATEWAY_PUBLIC_URL=https://{domain}",
+        f"GATEWAY_STORAGE__BUCKET={bucket}",
+        f"GATEWAY_STORAGE__ENDPOINT={endpoint}",
+        f"GATEWAY_STORAGE__ACCESS_KEY_ID={key_id}",
+        f"GATEWAY_STORAGE__SECRET_ACCESS_KEY={secret}",
+        "GATEWAY_STORAGE__REGION=auto",
+    ]
 
 
 class ControlPlane(pulumi.ComponentResource):
@@ -103,6 +129,10 @@ class ControlPlane(pulumi.ComponentResource):
         on_vps = pulumi.ResourceOptions(
             parent=self, provider=self.provider, depends_on=[args.ready]
         )
+        server_id = args.server.id
+        container_labels = [docker.ContainerLabelArgs(label=SERVER_LABEL, value=server_id)]
+        network_labels = [docker.NetworkLabelArgs(label=SERVER_LABEL, value=server_id)]
+        image_triggers = {"server": server_id}
 
         def after(*deps: pulumi.Resource, secret: bool = False) -> pulumi.ResourceOptions:
             return pulumi.ResourceOptions.merge(
@@ -117,22 +147,28 @@ class ControlPlane(pulumi.ComponentResource):
         # (and the backup runner) join it. Gateway and Caddy face participants and
         # stay on the edge network, so a compromised one still cannot reach Redis.
         self.private = docker.Network(
-            "private", name=PRIVATE_NETWORK, internal=True, driver="bridge", opts=on_vps
+            "private",
+            name=PRIVATE_NETWORK,
+            internal=True,
+            driver="bridge",
+            labels=network_labels,
+            opts=on_vps,
         )
-        self.edge = docker.Network("edge", name=EDGE_NETWORK, driver="bridge", opts=on_vps)
+        self.edge = docker.Network(
+            "edge", name=EDGE_NETWORK, driver="bridge", labels=network_labels, opts=on_vps
+        )
 
-        redis_image = docker.RemoteImage(
-            "redis-image", name=args.redis_image, keep_locally=True, opts=on_vps
-        )
-        caddy_image = docker.RemoteImage(
-            "caddy-image", name=args.caddy_image, keep_locally=True, opts=on_vps
-        )
+        def pull(name: str, ref: str) -> docker.RemoteImage:
+            return docker.RemoteImage(
+                name, name=ref, keep_locally=True, triggers=image_triggers, opts=on_vps
+            )
+
+        redis_image = pull("redis-image", args.redis_image)
+        caddy_image = pull("caddy-image", args.caddy_image)
         self.queue_image: pulumi.Output[str]
         queue_image_resource: pulumi.Resource
         if args.queue_image:
-            pulled = docker.RemoteImage(
-                "queue-image", name=args.queue_image, keep_locally=True, opts=on_vps
-            )
+            pulled = pull("queue-image", args.queue_image)
             self.queue_image = pulled.image_id
             queue_image_resource = pulled
         else:
@@ -143,6 +179,8 @@ class ControlPlane(pulumi.ComponentResource):
                     context=str(REPO_ROOT),
                     dockerfile=str(REPO_ROOT / QUEUE_DOCKERFILE),
                     platform=args.platform,
+                    # Not used by the Dockerfile: it makes a new server a rebuild.
+                    args={SERVER_BUILD_ARG: server_id},
                 ),
                 skip_push=True,
                 opts=on_vps,
@@ -164,6 +202,7 @@ class ControlPlane(pulumi.ComponentResource):
             volumes=[
                 docker.ContainerVolumeArgs(host_path="/mnt/data/redis", container_path="/data")
             ],
+            labels=container_labels,
             restart="unless-stopped",
             healthcheck=docker.ContainerHealthcheckArgs(
                 tests=["CMD", "redis-cli", "ping"], interval="10s", timeout="3s", retries=5
@@ -234,6 +273,7 @@ class ControlPlane(pulumi.ComponentResource):
                     internal=QUEUE_PORT, external=QUEUE_PORT, ip=args.tailnet_ip
                 )
             ],
+            labels=container_labels,
             restart="unless-stopped",
             healthcheck=docker.ContainerHealthcheckArgs(
                 tests=[
@@ -250,44 +290,58 @@ class ControlPlane(pulumi.ComponentResource):
             opts=after(self.backup.step, self.redis, secret=True),
         )
 
-        self.gateway: docker.Container | None = None
-        proxy_deps: list[pulumi.Resource] = [self.queue]
-        if args.gateway_image:
-            gateway_image = docker.RemoteImage(
-                "gateway-image", name=args.gateway_image, keep_locally=True, opts=on_vps
-            )
-            self.gateway = docker.Container(
-                "gateway",
-                name="gateway",
-                image=gateway_image.image_id,
-                envs=[
-                    f"GATEWAY_QUEUE_URL=http://queue:{QUEUE_PORT}",
-                    f"GATEWAY_USERS={json.dumps(list(args.usernames))}",
-                    f"GATEWAY_PORT={GATEWAY_PORT}",
-                ],
-                networks_advanced=[docker.ContainerNetworksAdvancedArgs(name=self.edge.name)],
-                volumes=[
-                    docker.ContainerVolumeArgs(
-                        host_path=f"{FILES_DIR_HOST}/users", container_path="/data/users"
+        # The participant gateway: the queue's image with another command (or its own image
+        # when `gatewayImage` is set). Edge network only: it reaches the queue's API, never
+        # Redis, and object storage only through the VPS's R2 credentials.
+        gateway_image = (
+            pull("gateway-image", args.gateway_image).image_id
+            if args.gateway_image
+            else self.queue_image
+        )
+        self.gateway = docker.Container(
+            "gateway",
+            name="gateway",
+            image=gateway_image,
+            command=["python", "-m", "services.gateway"],
+            envs=pulumi.Output.secret(
+                pulumi.Output.all(args.r2.access_key_id, args.r2.secret_access_key).apply(
+                    lambda c: gateway_env(
+                        domain=args.domain,
+                        endpoint=args.r2_endpoint,
+                        bucket=args.user_files_bucket,
+                        key_id=c[0],
+                        secret=c[1],
                     )
+                )
+            ),
+            networks_advanced=[docker.ContainerNetworksAdvancedArgs(name=self.edge.name)],
+            labels=container_labels,
+            restart="unless-stopped",
+            # The image's own HEALTHCHECK is the queue's (port 8000); check the gateway's port.
+            healthcheck=docker.ContainerHealthcheckArgs(
+                tests=[
+                    "CMD",
+                    "python",
+                    "-c",
+                    f"import socket; socket.create_connection(('127.0.0.1', {GATEWAY_PORT}), 3)",
                 ],
-                restart="unless-stopped",
-                opts=after(self.queue, self.backup.step),
-            )
-            proxy_deps.append(self.gateway)
+                interval="15s",
+                timeout="5s",
+                retries=5,
+            ),
+            opts=after(self.queue, secret=True),
+        )
 
-        self.caddyfile = render_caddyfile(
-            args.domain, args.usernames, gateway_deployed=bool(args.gateway_image)
+        self.caddyfile = args.trusted_proxies.apply(
+            lambda ranges: render_caddyfile(args.domain, args.usernames, ranges)
         )
         self.proxy = docker.Container(
             "proxy",
             name="caddy",
             image=caddy_image.image_id,
             networks_advanced=[docker.ContainerNetworksAdvancedArgs(name=self.edge.name)],
-            ports=[
-                docker.ContainerPortArgs(internal=80, external=80),
-                docker.ContainerPortArgs(internal=443, external=443),
-            ],
+            # 443 only: Cloudflare reaches the origin over HTTPS and nothing else may.
+            ports=[docker.ContainerPortArgs(internal=HTTPS_PORT, external=HTTPS_PORT)],
             uploads=[
                 docker.ContainerUploadArgs(file="/etc/caddy/Caddyfile", content=self.caddyfile),
                 docker.ContainerUploadArgs(file=TLS_CERT, content=args.origin_cert_pem),
@@ -298,7 +352,8 @@ class ControlPlane(pulumi.ComponentResource):
                 ),
                 docker.ContainerVolumeArgs(host_path="/mnt/data/caddy", container_path="/data"),
             ],
+            labels=container_labels,
             restart="unless-stopped",
-            opts=after(*proxy_deps),
+            opts=after(self.queue, self.gateway),
         )
         self.register_outputs({"caddyfile": self.caddyfile})

@@ -1,9 +1,12 @@
 """What the stack costs per hour, from one price table used by the stack output and the docs.
 
-Prices are Hetzner's public hourly list prices in EUR without VAT (Germany/Finland
-locations), as of the date in PRICES_AS_OF; update them here and the docs with
-`python -m infra.cost`. R2 storage is billed monthly whether or not the stack runs
-(the buckets are kept), so it is not part of the hourly figure.
+Prices are Hetzner's hourly prices in EUR without VAT (Germany/Finland), as of PRICES_AS_OF,
+for the server types an organizer would pick for the control plane; Hetzner changes them
+(a portfolio-wide increase on 2026-04-01, new prices for new orders announced for
+2026-06-15), so the console's price is the authority. A type missing here is priced as
+unknown (a warning, never a failed `up`). Update the table and the docs with
+`python -m infra.cost`. R2 storage is billed monthly whether or not the stack runs (the
+buckets are kept), so it is not part of the hourly figure.
 """
 
 from __future__ import annotations
@@ -11,22 +14,21 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass
 
-PRICES_AS_OF = "2025-06"
+PRICES_AS_OF = "2026-05"
 
-# EUR per hour (Hetzner bills hourly up to the monthly cap).
+# EUR per hour (Hetzner bills hourly up to the monthly cap). The Cost-Optimized line that
+# replaced cx22..cx52: cx33 as Hetzner's pricing API reported it (EUR 6.49/month, 0.0104/hour,
+# 2026-05-27); the others from the same report's per-vCPU monthly prices at the same
+# monthly-to-hourly ratio. Arm (cax*) and Regular Performance (cpx*) types are orderable
+# too but priced as unknown until someone records a checked price here.
 SERVER_EUR_PER_HOUR: dict[str, float] = {
-    "cx22": 0.0060,
-    "cx32": 0.0109,
-    "cx42": 0.0263,
-    "cx52": 0.0519,
-    "cpx11": 0.0070,
-    "cpx21": 0.0127,
-    "cpx31": 0.0235,
-    "cax11": 0.0060,
-    "cax21": 0.0104,
+    "cx23": 0.0064,
+    "cx33": 0.0104,
+    "cx43": 0.0192,
+    "cx53": 0.0360,
 }
 PRIMARY_IPV4_EUR_PER_HOUR = 0.0008  # EUR 0.50 / month
-VOLUME_EUR_PER_GB_MONTH = 0.044
+VOLUME_EUR_PER_GB_MONTH = 0.0572  # the same report
 HOURS_PER_MONTH = 730.0
 
 
@@ -34,26 +36,34 @@ HOURS_PER_MONTH = 730.0
 class HourlyCost:
     """The parts of one hour of the running stack, in EUR."""
 
-    server: float
+    server: float | None  # None: a type missing from the price table
     ipv4: float
     volume: float
     gpu: float
 
     @property
-    def total(self) -> float:
+    def total(self) -> float | None:
+        """The hour's total, or None when the server's price is unknown (never a silent 0)."""
+        if self.server is None:
+            return None
         return self.server + self.ipv4 + self.volume + self.gpu
+
+
+def price_warning(vps_type: str) -> str | None:
+    """What to tell the organizer when the table has no price for `vps_type`."""
+    if vps_type in SERVER_EUR_PER_HOUR:
+        return None
+    return (
+        f"no price for server type {vps_type!r} in infra/cost.py (prices as of {PRICES_AS_OF}); "
+        "estimatedCostEurPerHour is left empty: see the Hetzner console for its price"
+    )
 
 
 def hourly_cost(
     vps_type: str, volume_gb: int, gpu_count: int = 0, gpu_eur: float = 0.0
 ) -> HourlyCost:
-    """Cost of one hour; an unknown server type is an error, not a silent zero."""
-    try:
-        server = SERVER_EUR_PER_HOUR[vps_type]
-    except KeyError:
-        raise ValueError(
-            f"no price for server type {vps_type!r}; add it to infra/cost.py SERVER_EUR_PER_HOUR"
-        ) from None
+    """Cost of one hour; the server part is None for a type the table does not price."""
+    server = SERVER_EUR_PER_HOUR.get(vps_type)
     return HourlyCost(
         server=server,
         ipv4=PRIMARY_IPV4_EUR_PER_HOUR,
@@ -69,15 +79,17 @@ def day_table(scenarios: list[tuple[str, str, int, int, float]], hours: float = 
         "|---|---|---:|---:|",
     ]
     for label, vps, vol, gpus, gpu_eur in scenarios:
-        cost = hourly_cost(vps, vol, gpus, gpu_eur)
-        rows.append(f"| {label} | {vps} | {cost.total:.4f} | {cost.total * hours:.2f} |")
+        total = hourly_cost(vps, vol, gpus, gpu_eur).total
+        if total is None:
+            raise ValueError(f"scenario {label!r}: no price for {vps!r}")
+        rows.append(f"| {label} | {vps} | {total:.4f} | {total * hours:.2f} |")
     return "\n".join(rows)
 
 
 DEFAULT_SCENARIOS: list[tuple[str, str, int, int, float]] = [
-    ("20 participants, defaults (control plane only)", "cx22", 10, 0, 0.0),
-    ("200 participants, control plane on cx32", "cx32", 20, 0, 0.0),
-    ("20 participants + 2 GPU hosts at EUR 1.00/h", "cx22", 10, 2, 1.0),
+    ("20 participants, defaults (control plane only)", "cx23", 10, 0, 0.0),
+    ("200 participants, control plane on cx33", "cx33", 20, 0, 0.0),
+    ("20 participants + 2 GPU hosts at EUR 1.00/h", "cx23", 10, 2, 1.0),
 ]
 
 

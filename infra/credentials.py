@@ -1,4 +1,11 @@
-"""Participant, admin and service secrets: generated with pulumi-random unless configured."""
+"""Participant, admin and service secrets: generated with pulumi-random unless configured.
+
+A generated secret exists only in the Pulumi state, so it survives the nightly
+`pulumi destroy --exclude-protected` only if it is protected: otherwise every morning would
+bring new passwords, a new token secret (sessions restored from the backup would no longer
+verify) and new worker tokens (the GPU hosts' would be refused). `keep_generated_secrets`
+protects every `RandomPassword` of the stack, whichever component declares it.
+"""
 
 from __future__ import annotations
 
@@ -37,6 +44,20 @@ def _argon2_hash(prefix: str, user: str, password: str) -> str:
         hash_len=ph.hash_len,
         type=Type.ID,
     ).decode()
+
+
+RANDOM_PASSWORD = "random:index/randomPassword:RandomPassword"  # noqa: S105 (a type)
+
+
+def keep_generated_secrets(
+    args: pulumi.ResourceTransformationArgs,
+) -> pulumi.ResourceTransformationResult | None:
+    """A stack-wide transformation: every generated secret is protected (see the docstring)."""
+    if args.type_ != RANDOM_PASSWORD:
+        return None
+    return pulumi.ResourceTransformationResult(
+        args.props, pulumi.ResourceOptions.merge(args.opts, pulumi.ResourceOptions(protect=True))
+    )
 
 
 class Credentials(pulumi.ComponentResource):

@@ -10,8 +10,8 @@ import pulumi
 
 from infra.config import WorkshopConfig
 from infra.control_plane import ControlPlane, ControlPlaneArgs
-from infra.cost import hourly_cost
-from infra.credentials import Credentials, CredentialsArgs
+from infra.cost import hourly_cost, price_warning
+from infra.credentials import Credentials, CredentialsArgs, keep_generated_secrets
 from infra.gpu import GpuHosts, GpuHostsArgs
 from infra.storage import Storage, StorageArgs
 from infra.tailnet import Tailnet, TailnetArgs
@@ -22,10 +22,12 @@ def build(config: WorkshopConfig, opts: pulumi.ResourceOptions | None = None) ->
     """Declare every resource and return the stack outputs (secret ones already secret).
 
     `opts` is merged into each top-level component (tests pass a transformation here).
+    Every generated secret in the stack is protected (`keep_generated_secrets`).
     """
+    stack_wide = pulumi.ResourceOptions(transformations=[keep_generated_secrets])
 
     def top(extra: pulumi.ResourceOptions | None = None) -> pulumi.ResourceOptions:
-        return pulumi.ResourceOptions.merge(opts or pulumi.ResourceOptions(), extra)
+        return pulumi.ResourceOptions.merge(pulumi.ResourceOptions.merge(stack_wide, opts), extra)
 
     storage = Storage(
         "storage",
@@ -64,7 +66,7 @@ def build(config: WorkshopConfig, opts: pulumi.ResourceOptions | None = None) ->
             ssh_public_keys=config.ssh_public_keys,
             ssh_private_key=private_key,
             admin_cidrs=config.admin_cidrs,
-            tailscale_auth_key=tailnet.vps_key.key,
+            tailnet_acl=tailnet.acl,
             manage_zone_ssl=config.manage_zone_ssl,
         ),
         opts=top(),
@@ -109,6 +111,7 @@ def build(config: WorkshopConfig, opts: pulumi.ResourceOptions | None = None) ->
             r2_endpoint=storage.endpoint,
             user_files_bucket=storage.bucket_names["user-files"],
             r2=storage.vps_credentials,
+            trusted_proxies=vps.cloudflare_ranges,
         ),
         opts=top(),
     )
@@ -117,6 +120,8 @@ def build(config: WorkshopConfig, opts: pulumi.ResourceOptions | None = None) ->
     cost = hourly_cost(
         config.vps_type, config.data_volume_gb, config.gpu.count, config.gpu.hourly_eur
     )
+    if warning := price_warning(config.vps_type):
+        pulumi.log.warn(warning)
     outputs: dict[str, Any] = {
         "workshopUrl": f"{base}/",
         "adminUrl": f"{base}/admin/",
@@ -135,7 +140,7 @@ def build(config: WorkshopConfig, opts: pulumi.ResourceOptions | None = None) ->
         "vpsIpv6": vps.ipv6,
         "vpsTailnetIp": vps.tailnet_ip,
         "buckets": storage.bucket_names,
-        "estimatedCostEurPerHour": round(cost.total, 4),
+        "estimatedCostEurPerHour": None if cost.total is None else round(cost.total, 4),
         # Each GPU host (tailnet name and address, EUR/hour) and the fleet's EUR/hour.
         "gpuHosts": gpu_hosts.outputs,
         "gpuFleetEurPerHour": gpu_hosts.fleet_eur_per_hour,

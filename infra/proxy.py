@@ -1,52 +1,58 @@
-"""The reverse proxy's route plan and its Caddyfile (Caddy terminates TLS with the origin cert)."""
+"""Caddy's config, rendered from the route plan in services/contracts.py.
+
+Caddy terminates TLS with the Cloudflare Origin CA certificate and listens on 443 only:
+Cloudflare reaches the origin over HTTPS ("Full (strict)", with "Always Use HTTPS" answering
+plain-HTTP visitors at the edge), so there is no port-80 redirect server. The client address
+is taken from `CF-Connecting-IP` only when the connection comes from one of Cloudflare's
+published ranges (`trusted_proxies`); from anywhere else the header is ignored.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
 
-QUEUE_UPSTREAM = "queue:8000"
-GATEWAY_UPSTREAM = "gateway:8188"
+from services.contracts import (
+    GATEWAY_PORT,
+    NOT_ROUTED_MESSAGE,
+    QUEUE_PORT,
+    Upstream,
+    route_plan,
+)
+
 TLS_CERT = "/etc/caddy/tls/origin.pem"
 TLS_KEY = "/etc/caddy/tls/origin.key"
-# Absolute paths the ComfyUI frontend requests outside its /userNNN/ prefix.
-# /api/ is NOT among them: it belongs to the queue.
-GATEWAY_ROOT_PATHS = ("/assets/*", "/cursor/*", "/docs/*")
+HTTPS_PORT = 443
+#: Container names on the edge network (Docker's DNS resolves them).
+UPSTREAMS: Mapping[Upstream, str] = {
+    Upstream.QUEUE: f"queue:{QUEUE_PORT}",
+    Upstream.GATEWAY: f"gateway:{GATEWAY_PORT}",
+}
+CLIENT_IP_HEADER = "CF-Connecting-IP"
 
 
-@dataclass(frozen=True)
-class Route:
-    """One routing rule: request paths and where they go ("redirect" or an upstream)."""
+def render_caddyfile(
+    domain: str,
+    usernames: Iterable[str],
+    trusted_proxies: Sequence[str],
+    upstreams: Mapping[Upstream, str] = UPSTREAMS,
+) -> str:
+    """The Caddyfile for `domain` implementing `route_plan` (checked by `caddy validate`).
 
-    paths: tuple[str, ...]
-    upstream: str
-
-
-def route_plan(usernames: tuple[str, ...]) -> list[Route]:
-    """Which paths go where, in the order the proxy matches them."""
-    return [
-        Route(("/api/*",), QUEUE_UPSTREAM),
-        Route(("/admin", "/admin/*"), QUEUE_UPSTREAM),
-        Route(tuple(f"/{u}" for u in usernames), "redirect"),
-        Route(tuple(f"/{u}/*" for u in usernames), GATEWAY_UPSTREAM),
-        Route(GATEWAY_ROOT_PATHS, GATEWAY_UPSTREAM),
-    ]
-
-
-def _upstream_block(upstream: str, gateway_deployed: bool) -> str:
-    if upstream == GATEWAY_UPSTREAM and not gateway_deployed:
-        return '\t\trespond "The participant gateway is not deployed yet." 503\n'
-    return (
-        f"\t\treverse_proxy {upstream} {{\n"
-        "\t\t\theader_up X-Real-IP {http.request.header.CF-Connecting-IP}\n"
-        "\t\t}\n"
-    )
-
-
-def render_caddyfile(domain: str, usernames: tuple[str, ...], gateway_deployed: bool) -> str:
-    """A Caddyfile for `domain` implementing `route_plan` (validated by `caddy validate`)."""
+    `trusted_proxies` are the CIDRs whose `CF-Connecting-IP` is believed (Cloudflare's).
+    """
+    if not trusted_proxies:
+        raise ValueError("trusted_proxies is empty: Cloudflare's ranges are required")
     out = [
-        "{\n\tadmin off\n\tauto_https disable_certs\n}\n\n",
-        f"{domain} {{\n",
+        "{\n",
+        "\tadmin off\n",
+        # The certificate is loaded from files, and Cloudflare never speaks plain HTTP to us.
+        "\tauto_https disable_redirects\n",
+        "\tservers {\n",
+        f"\t\ttrusted_proxies static {' '.join(trusted_proxies)}\n",
+        f"\t\tclient_ip_headers {CLIENT_IP_HEADER}\n",
+        "\t}\n",
+        "}\n\n",
+        f"https://{domain} {{\n",
         f"\ttls {TLS_CERT} {TLS_KEY}\n",
         "\tencode zstd gzip\n",
         '\theader Strict-Transport-Security "max-age=31536000"\n',
@@ -55,12 +61,17 @@ def render_caddyfile(domain: str, usernames: tuple[str, ...], gateway_deployed: 
     for i, route in enumerate(route_plan(usernames)):
         matcher = f"@r{i}"
         out.append(f"\t{matcher} path {' '.join(route.paths)}\n")
-        if route.upstream == "redirect":
+        if route.upstream is Upstream.REDIRECT:
             out.append(f"\tredir {matcher} {{path}}/ 308\n")
             continue
-        out.append(f"\thandle {matcher} {{\n")
-        out.append(_upstream_block(route.upstream, gateway_deployed))
-        out.append("\t}\n")
-    out.append('\thandle {\n\t\trespond "Open the /userNNN/ link you were given." 404\n\t}\n')
+        out += [
+            f"\thandle {matcher} {{\n",
+            f"\t\treverse_proxy {upstreams[route.upstream]} {{\n",
+            # {client_ip}: CF-Connecting-IP from a trusted proxy, else the peer's address.
+            "\t\t\theader_up X-Real-IP {client_ip}\n",
+            "\t\t}\n",
+            "\t}\n",
+        ]
+    out.append(f'\thandle {{\n\t\trespond "{NOT_ROUTED_MESSAGE}" 404\n\t}}\n')
     out.append("}\n")
     return "".join(out)

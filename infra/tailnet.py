@@ -9,7 +9,7 @@ from typing import Any
 import pulumi
 import pulumi_tailscale as tailscale
 
-from services.contracts import QUEUE_PORT, REDIS_PORT
+from services.contracts import COMFYUI_PORT, QUEUE_PORT, REDIS_PORT
 
 ADMIN_GROUP = "group:comfy-admins"
 TAG_VPS = "tag:comfy-vps"
@@ -20,22 +20,23 @@ ADMIN_PORTS = f"0-{REDIS_PORT - 1},{REDIS_PORT + 1}-65535"
 
 
 def acl_document(admin_emails: tuple[str, ...]) -> dict[str, Any]:
-    """The whole tailnet policy, including Tailscale's own `tests` that assert it."""
-    first_admin = admin_emails[0]
+    """The whole tailnet policy, including Tailscale's own `tests` that assert it.
+
+    The `tests` use tags as sources only: Tailscale evaluates a tag from the policy alone,
+    but a test whose source is a user fails ("no associated IPs for user") until that user
+    has an approved device, which on the first `up` of a fresh tailnet nobody has. What
+    admins may reach is asserted by tests/infra/test_security.py instead.
+
+    No `ssh` section: no node runs Tailscale SSH (`tailscale up --ssh`); admins use OpenSSH
+    on port 22, which the `acls` open to them. A host that enables Tailscale SSH must add
+    its rule here (tests/infra/test_security.py checks that the two agree).
+    """
     return {
         "groups": {ADMIN_GROUP: list(admin_emails)},
         "tagOwners": {TAG_VPS: [ADMIN_GROUP], TAG_GPU: [ADMIN_GROUP]},
         "acls": [
             {"action": "accept", "src": [ADMIN_GROUP], "dst": [f"*:{ADMIN_PORTS}"]},
             {"action": "accept", "src": [TAG_GPU], "dst": [f"{TAG_VPS}:{QUEUE_PORT}"]},
-        ],
-        "ssh": [
-            {
-                "action": "check",
-                "src": [ADMIN_GROUP],
-                "dst": [TAG_VPS, TAG_GPU],
-                "users": ["root", "deploy", "autogroup:nonroot"],
-            }
         ],
         "tests": [
             {
@@ -46,17 +47,12 @@ def acl_document(admin_emails: tuple[str, ...]) -> dict[str, Any]:
                     f"{TAG_VPS}:22",
                     f"{TAG_VPS}:443",
                     f"{TAG_GPU}:22",
-                    f"{TAG_GPU}:8188",
+                    f"{TAG_GPU}:{COMFYUI_PORT}",
                 ],
             },
             {
                 "src": TAG_VPS,
-                "deny": [f"{TAG_GPU}:22", f"{TAG_GPU}:8188", f"{TAG_VPS}:{REDIS_PORT}"],
-            },
-            {
-                "src": first_admin,
-                "accept": [f"{TAG_VPS}:22", f"{TAG_VPS}:{QUEUE_PORT}", f"{TAG_GPU}:22"],
-                "deny": [f"{TAG_VPS}:{REDIS_PORT}", f"{TAG_GPU}:{REDIS_PORT}"],
+                "deny": [f"{TAG_GPU}:22", f"{TAG_GPU}:{COMFYUI_PORT}", f"{TAG_VPS}:{REDIS_PORT}"],
             },
         ],
     }
@@ -87,20 +83,6 @@ class Tailnet(pulumi.ComponentResource):
             child,
             pulumi.ResourceOptions(depends_on=[self.acl], additional_secret_outputs=["key"]),
         )
-        # One VPS joins once: single-use, pre-approved, short-lived.
-        self.vps_key = tailscale.TailnetKey(
-            "vps-key",
-            description=f"{args.prefix} vps"[:50],
-            reusable=False,
-            ephemeral=False,
-            preauthorized=True,
-            expiry=3600,
-            # Spent after the VPS joins: recreating it would change the user data and
-            # so replace the server on the next `up`.
-            recreate_if_invalid="never",
-            tags=[TAG_VPS],
-            opts=after_acl,
-        )
         # GPU hosts come and go: reusable and ephemeral, so a dead host leaves the tailnet.
         self.gpu_key = tailscale.TailnetKey(
             "gpu-key",
@@ -113,3 +95,32 @@ class Tailnet(pulumi.ComponentResource):
             opts=after_acl,
         )
         self.register_outputs({"acl": self.acl.id})
+
+
+def vps_join_key(
+    prefix: str, server_id: pulumi.Input[str], acl: pulumi.Resource, parent: pulumi.Resource
+) -> tailscale.TailnetKey:
+    """The single-use key one VPS joins with, made for that server and renewed with it.
+
+    Its description names the server, so a replaced server (new id) gets a new key: every
+    argument of a tailnet key forces a new key, and the engine recreates a dependent whose
+    input comes from a replaced resource. The key is sent to the VPS over SSH (never in the
+    user data, which any container could read from the metadata address). Once used it
+    is invalid; `recreate_if_invalid="never"` keeps it in the state instead of minting a new
+    one on every `up` (the node is joined; the key is not needed again).
+    """
+    return tailscale.TailnetKey(
+        "vps-key",
+        description=pulumi.Output.from_input(server_id).apply(
+            lambda sid: f"vps {sid} {prefix}"[:50]
+        ),
+        reusable=False,
+        ephemeral=False,
+        preauthorized=True,
+        expiry=3600,
+        recreate_if_invalid="never",
+        tags=[TAG_VPS],
+        opts=pulumi.ResourceOptions(
+            parent=parent, depends_on=[acl], additional_secret_outputs=["key"]
+        ),
+    )

@@ -8,6 +8,8 @@ queue, the gateway, the worker, the CLI and the Pulumi program can all import it
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
+from dataclasses import dataclass
 from enum import StrEnum
 
 # -- ports ------------------------------------------------------------------------------------
@@ -178,3 +180,66 @@ def userdata_key(user: str, path: str) -> str:
     """A participant's saved workflows and settings (ComfyUI's /userdata):
     `users/<user>/userdata/<path>`."""
     return user_prefix(user) + "userdata/" + safe_relpath(path, "userdata path")
+
+
+# -- request routing --------------------------------------------------------------------------
+# One public origin serves the queue, every participant's ComfyUI (through the gateway) and the
+# ComfyUI frontend's absolute paths. This plan is the single statement of which path goes where:
+# infra/proxy.py renders Caddy's config from it and local mode dispatches by `route_for`.
+
+
+class Upstream(StrEnum):
+    """Where a request goes."""
+
+    QUEUE = "queue"
+    GATEWAY = "gateway"
+    #: `/userNNN` (no slash) is answered with a 308 to `/userNNN/`: without the slash the
+    #: frontend derives an empty API base and calls the server root.
+    REDIRECT = "redirect"
+
+
+@dataclass(frozen=True)
+class Route:
+    """Paths and their destination. A path ending in `/*` matches that prefix (the slash
+    included); any other path matches exactly. Matching ignores case, as Caddy's does."""
+
+    paths: tuple[str, ...]
+    upstream: Upstream
+
+    def matches(self, path: str) -> bool:
+        path = path.lower()
+        for pattern in self.paths:
+            p = pattern.lower()
+            if (p.endswith("/*") and path.startswith(p[:-1])) or path == p:
+                return True
+        return False
+
+
+#: Paths the ComfyUI frontend (1.27) requests at the server root although the page lives under
+#: /userNNN/ (see shared/comfyui/FRONTEND.md): the progress favicon, the mask editor's cursors,
+#: node help, and two API calls. The two API paths must reach the gateway *before* the queue's
+#: `/api/*` claims them.
+FRONTEND_ROOT_API_PATHS = ("/api/view", "/api/experiment/*")
+FRONTEND_ROOT_PATHS = ("/assets/*", "/cursor/*", "/docs/*")
+QUEUE_PATHS = ("/api/*",)
+ADMIN_PATHS = ("/admin", "/admin/*")
+#: What anything else gets (404).
+NOT_ROUTED_MESSAGE = "Open the /userNNN/ link you were given."
+
+
+def route_plan(usernames: Iterable[str]) -> tuple[Route, ...]:
+    """The routes in the order they are matched: the first route that matches wins."""
+    users = tuple(usernames)
+    return (
+        Route(FRONTEND_ROOT_API_PATHS, Upstream.GATEWAY),
+        Route(QUEUE_PATHS, Upstream.QUEUE),
+        Route(ADMIN_PATHS, Upstream.QUEUE),
+        Route(tuple(f"/{u}" for u in users), Upstream.REDIRECT),
+        Route(tuple(f"/{u}/*" for u in users), Upstream.GATEWAY),
+        Route(FRONTEND_ROOT_PATHS, Upstream.GATEWAY),
+    )
+
+
+def route_for(path: str, plan: Iterable[Route]) -> Route | None:
+    """The route a request path takes, or None (answered 404 with NOT_ROUTED_MESSAGE)."""
+    return next((r for r in plan if r.matches(path)), None)

@@ -10,8 +10,8 @@ from typing import Any
 
 from pulumi_policy import EnforcementLevel, ReportViolation, ResourceValidationPolicy
 
-REDIS_PORT = 6379
-WEB_PORTS = {"80", "443"}
+from services.contracts import REDIS_PORT
+
 SECRET_ENV = re.compile(r"(PASSWORD|SECRET|TOKEN|USERS|ACCESS_KEY)", re.IGNORECASE)
 
 FIREWALL = "hcloud:index/firewall:Firewall"
@@ -21,6 +21,7 @@ BUCKET = "cloudflare:index/r2Bucket:R2Bucket"
 GPU_HOST = "comfy:workshop:GpuHost"
 VERDA_INSTANCE = "pulumi-python:dynamic/verda:Instance"
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
+RANDOM_PASSWORD = "random:index/randomPassword:RandomPassword"  # noqa: S105 (a type)
 
 # Resource type -> the properties that hold credentials and must be secret outputs.
 SECRET_PROPS: dict[str, tuple[str, ...]] = {
@@ -59,17 +60,17 @@ def _rules(props: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def validate_firewall_world(args: Any, report: ReportViolation) -> None:
+    """Nothing is open to the whole internet: HTTPS comes from Cloudflare's ranges only (a
+    world-open 443 would let anyone bypass Cloudflare), SSH from the admins'."""
     if args.resource_type != FIREWALL:
         return
     for rule in _rules(args.props):
         if rule.get("direction", "in") != "in":
             continue
-        world = any(_is_world(c) for c in rule.get("sourceIps") or [])
-        web = rule.get("protocol") == "tcp" and str(rule.get("port")) in WEB_PORTS
-        if world and not web:
+        if any(_is_world(c) for c in rule.get("sourceIps") or []):
             report(
                 f"firewall rule opens {rule.get('protocol')}/{rule.get('port')} to the "
-                "world; only tcp 80 and 443 may be"
+                "world; HTTPS may come from Cloudflare's ranges only, SSH from adminCidrs"
             )
 
 
@@ -81,7 +82,8 @@ def _acl_dst_port(dst: str) -> str:
 def validate_no_redis(args: Any, report: ReportViolation) -> None:
     if args.resource_type == FIREWALL:
         for rule in _rules(args.props):
-            if rule.get("protocol") in ("tcp", None) and port_spec_covers(rule.get("port"), 6379):
+            tcp = rule.get("protocol") in ("tcp", None)
+            if tcp and port_spec_covers(rule.get("port"), REDIS_PORT):
                 report(f"firewall rule {rule.get('port')!r} covers the Redis port {REDIS_PORT}")
     elif args.resource_type == CONTAINER:
         image = str(args.props.get("image", "")) + str(args.props.get("name", ""))
@@ -123,6 +125,13 @@ def validate_secrets(args: Any, report: ReportViolation) -> None:
             report(f"container {args.name} carries credentials in 'envs' that are not secret")
 
 
+def validate_generated_secrets_kept(args: Any, report: ReportViolation) -> None:
+    """A generated secret lives only in the state: unprotected, the nightly
+    `destroy --exclude-protected` would replace every password and token."""
+    if args.resource_type == RANDOM_PASSWORD and not args.opts.protect:
+        report(f"generated secret {args.name} must be protected to survive the nightly destroy")
+
+
 def validate_gpu_idle(args: Any, report: ReportViolation) -> None:
     if args.resource_type != GPU_HOST:
         return
@@ -158,8 +167,8 @@ def _policy(name: str, description: str, fn: Callable[[Any, ReportViolation], No
 
 POLICIES = [
     _policy(
-        "firewall-only-web-to-world",
-        "Only tcp 80/443 are open to the world.",
+        "firewall-closed-to-world",
+        "No inbound rule is open to the whole internet (HTTPS from Cloudflare only).",
         validate_firewall_world,
     ),
     _policy(
@@ -171,6 +180,11 @@ POLICIES = [
         "buckets-retained", "R2 buckets are protected and retained.", validate_buckets_retained
     ),
     _policy("secrets-are-secrets", "Credentials are declared as secret outputs.", validate_secrets),
+    _policy(
+        "generated-secrets-kept",
+        "Generated passwords and tokens are protected (they survive the nightly destroy).",
+        validate_generated_secrets_kept,
+    ),
     _policy("gpu-idle-limit", "Every GPU host carries an idle limit.", validate_gpu_idle),
     _policy(
         "gpu-no-public-port",

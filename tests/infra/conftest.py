@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 import socket
 import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +34,15 @@ def require_binary(name: str, package: str) -> str:
     if path is None:
         pytest.fail(f"'{name}' not found on PATH; install it ({package})", pytrace=False)
     return path
+
+
+VENV_BIN = Path(sys.executable).parent
+
+
+def tool(name: str, package: str) -> str:
+    """A validator from the locked environment (the venv), else from PATH; never skipped."""
+    local = VENV_BIN / name
+    return str(local) if local.exists() else require_binary(name, package)
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def test_defaults_and_frozen(tmp_path):
     cfg = make_config(tmp_path)
-    assert cfg.participants == 20 and cfg.vps_type == "cx22" and cfg.queue_mode == "fair"
+    assert cfg.participants == 20 and cfg.vps_type == "cx23" and cfg.queue_mode == "fair"
     assert cfg.prefix == "comfy-workshop-workshop"
     assert cfg.usernames[0] == "user001" and cfg.usernames[-1] == "user020"
     with pytest.raises(dataclasses.FrozenInstanceError):

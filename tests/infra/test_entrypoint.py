@@ -34,6 +34,13 @@ class M(Mocks):
             state |= {"result": "x" * 64, "bcryptHash": "$2a$10$x"}
         return str(M.n), state  # numeric, as Hetzner's ids are
     def call(self, args):
+        if args.token == "hcloud:index/getServerType:getServerType":
+            return {"name": args.args["name"], "locations": [
+                {"name": "nbg1", "available": True, "isDeprecated": False,
+                 "unavailableAfter": "", "deprecationAnnounced": "", "id": 1,
+                 "recommended": True}]}
+        if args.token == "cloudflare:index/getIpRanges:getIpRanges":
+            return {"ipv4Cidrs": ["173.245.48.0/20"], "ipv6Cidrs": ["2400:cb00::/32"]}
         return {}
 
 pulumi.runtime.set_all_config(json.loads(sys.argv[1]))

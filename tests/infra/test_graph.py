@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 import pytest
 
+from services.contracts import GATEWAY_PORT, QUEUE_PORT
 from services.queue.settings import QueueSettings
 from tests.infra.harness import ACCOUNT, WORKER_IMAGE, make_config, run_program
 
@@ -15,9 +17,11 @@ CONTAINER = "docker:index/container:Container"
 BUCKET = "cloudflare:index/r2Bucket:R2Bucket"
 
 
-@pytest.fixture(params=[20, 200], ids=["20-participants", "200-participants"])
-def stack(request, tmp_path):
-    return run_program(make_config(tmp_path, participants=request.param)), request.param
+@pytest.fixture(scope="module", params=[20, 200], ids=["20-participants", "200-participants"])
+def stack(request, tmp_path_factory):
+    """Read-only in every test here, so one build per size serves the module."""
+    config = make_config(tmp_path_factory.mktemp("cfg"), participants=request.param)
+    return run_program(config), request.param
 
 
 def test_every_component_and_resource_is_present(stack):
@@ -39,12 +43,13 @@ def test_every_component_and_resource_is_present(stack):
         "bucket-user-files",
     }
     assert len(s.of_type("random:index/randomPassword:RandomPassword")) == n + 2
-    assert {r.name for r in s.of_type(CONTAINER)} == {"redis", "queue", "proxy"}
-    assert len(s.of_type("cloudflare:index/dnsRecord:DnsRecord")) == 2
+    assert {r.name for r in s.of_type(CONTAINER)} == {"redis", "queue", "gateway", "proxy"}
+    assert [r.inputs["type"] for r in s.of_type("cloudflare:index/dnsRecord:DnsRecord")] == ["A"]
     assert s.outputs["participantUrls"]["user001"] == "https://workshop.example.org/user001/"
     assert len(s.outputs["participantUrls"]) == n
-    assert s.outputs["vpsIpv4"] == "203.0.113.10"
-    assert s.outputs["vpsIpv6"] == "2001:db8::1"
+    server = s.one(SERVER, "server")
+    assert s.outputs["vpsIpv4"] == s.world.servers[server.id].ipv4
+    assert s.outputs["vpsTailnetIp"] == s.world.servers[server.id].tailnet_ip
     assert s.outputs["adminUrl"] == "https://workshop.example.org/admin/"
     assert s.outputs["estimatedCostEurPerHour"] > 0
 
@@ -60,12 +65,12 @@ def test_buckets_named_from_project_and_stack_and_kept(stack):
 def test_server_properties(stack):
     s, _ = stack
     server = s.one(SERVER, "server")
-    assert server.inputs["serverType"] == "cx22"
+    assert server.inputs["serverType"] == "cx23"
     assert server.inputs["publicNets"] == [{"ipv4Enabled": True, "ipv6Enabled": True}]
     assert server.inputs["userData"].startswith("#cloud-config")
     assert "userData" in server.additional_secret_outputs
     dns = s.one("cloudflare:index/dnsRecord:DnsRecord", "dns-a")
-    assert dns.inputs["proxied"] is True and dns.inputs["content"] == "203.0.113.10"
+    assert dns.inputs["proxied"] is True and dns.inputs["content"] == s.outputs["vpsIpv4"]
 
 
 def test_containers_wait_for_cloud_init(stack):
@@ -146,8 +151,8 @@ def test_queue_env_contract_and_tailnet_only_port(stack, monkeypatch):
     assert "pw-password-user001" not in env["QUEUE_USERS"]  # only hashes reach the queue
     assert json.loads(env["QUEUE_WORKER_TOKENS"]) == {}
     assert queue.inputs["ports"] == [
-        {"internal": 8000, "external": 8000, "ip": "100.64.0.7", "protocol": "tcp"}
-    ] or queue.inputs["ports"] == [{"internal": 8000, "external": 8000, "ip": "100.64.0.7"}]
+        {"internal": 8000, "external": 8000, "ip": s.outputs["vpsTailnetIp"]}
+    ]
     assert "envs" in queue.additional_secret_outputs
 
 
@@ -161,14 +166,45 @@ def test_images_pinned_by_digest_or_content_tag(stack):
     assert built.inputs["build"]["dockerfile"].endswith("images/queue.Dockerfile")
 
 
-def test_gateway_deployed_when_image_configured(tmp_path):
-    ref = "ghcr.io/example/gateway@sha256:" + "b" * 64
-    s = run_program(make_config(tmp_path, gatewayImage=ref))
+def test_gateway_runs_from_the_queue_image_on_the_edge_network(stack):
+    s, _ = stack
     gw = s.one(CONTAINER, "gateway")
+    queue = s.one(CONTAINER, "queue")
+    assert gw.inputs["image"] == queue.inputs["image"]  # the image built on the VPS
+    assert gw.inputs["command"] == ["python", "-m", "services.gateway"]
+    # Edge network only: never Redis's.
     assert [n["name"] for n in gw.inputs["networksAdvanced"]] == ["comfy-edge"]
     assert f"{CMD}::cloud-init-done" in s.ancestors(gw.key)
     assert gw.key in s.ancestors(f"{CONTAINER}::proxy")
-    assert s.one("docker:index/remoteImage:RemoteImage", "gateway-image").inputs["name"] == ref
+    assert "envs" in gw.secret_inputs and "envs" in gw.additional_secret_outputs
+
+
+def test_gateway_env_contract(stack):
+    s, _ = stack
+    env = dict(e.split("=", 1) for e in s.one(CONTAINER, "gateway").inputs["envs"])
+    assert env == {
+        "GATEWAY_QUEUE_URL": f"http://queue:{QUEUE_PORT}",
+        "GATEWAY_PORT": str(GATEWAY_PORT),
+        "GATEWAY_PUBLIC_URL": "https://workshop.example.org",
+        "GATEWAY_STORAGE__BUCKET": "comfy-workshop-workshop-user-files",
+        "GATEWAY_STORAGE__ENDPOINT": f"https://{ACCOUNT}.r2.cloudflarestorage.com",
+        "GATEWAY_STORAGE__ACCESS_KEY_ID": "token-id-r2-token-vps",
+        # R2's S3 secret is the SHA-256 of the VPS token's value (read+write user-files).
+        "GATEWAY_STORAGE__SECRET_ACCESS_KEY": hashlib.sha256(
+            b"token-value-r2-token-vps-SECRET"
+        ).hexdigest(),
+        "GATEWAY_STORAGE__REGION": "auto",
+    }
+
+
+def test_gateway_image_overrides_the_queue_image(tmp_path):
+    ref = "ghcr.io/example/gateway@sha256:" + "b" * 64
+    s = run_program(make_config(tmp_path, gatewayImage=ref))
+    gw = s.one(CONTAINER, "gateway")
+    pulled = s.one("docker:index/remoteImage:RemoteImage", "gateway-image")
+    assert pulled.inputs["name"] == ref
+    assert gw.inputs["image"] == "sha256:" + "a" * 64  # the pulled image's id
+    assert gw.inputs["image"] != s.one(CONTAINER, "queue").inputs["image"]
 
 
 def test_worker_tokens_reach_queue_with_prefix(tmp_path, monkeypatch):

