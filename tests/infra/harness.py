@@ -142,6 +142,15 @@ class ProviderError(Exception):
     """What the provider's API answered instead of doing the operation."""
 
 
+class UpFailed(Exception):
+    """A `pulumi up` that stopped part-way: `state` is what the engine checkpointed."""
+
+    def __init__(self, message: str, state: State, world: World) -> None:
+        super().__init__(message)
+        self.state = state
+        self.world = world
+
+
 @dataclass
 class Server:
     """One Hetzner server as the world knows it."""
@@ -611,7 +620,11 @@ def run_program(
 
         return asyncio.ensure_future(resolve())
 
-    _build()
+    try:
+        _build()
+        failure = None
+    except Exception as e:  # the provider (or the program) stopped the deployment
+        failure = e
     resources: dict[str, Registration] = {}
     for reg, o in pending:
         deps = (
@@ -634,13 +647,17 @@ def run_program(
             reg.secret_inputs = {k for k, v in raw.items() if _has_secret(v)}
             reg.inputs = _unwrap(raw)
         resources[reg.key] = reg
-    # The end of the deployment: old halves of create-before-delete replacements, and
-    # resources the program no longer declares, are deleted.
-    for old in mocks.replaced_later:
-        delete_at_provider(world, old)
-    for key, old in prior.items():
-        if key not in resources:
+    if failure is None:
+        # The end of the deployment: old halves of create-before-delete replacements, and
+        # resources the program no longer declares, are deleted.
+        for old in mocks.replaced_later:
             delete_at_provider(world, old)
+        for key, old in prior.items():
+            if key not in resources:
+                delete_at_provider(world, old)
+    else:
+        # What the engine checkpoints: the prior state plus whatever completed.
+        resources = {k: r for k, r in resources.items() if k in mocks.outputs}
     state = {
         k: Stored(
             type=r.type,
@@ -656,6 +673,8 @@ def run_program(
         )
         for k, r in resources.items()
     }
+    if failure is not None:
+        raise UpFailed(str(failure), {**prior, **state}, world) from failure
     return Stack(
         resources=resources,
         outputs={k: v[0] for k, v in result.items()},

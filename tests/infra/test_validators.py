@@ -113,9 +113,38 @@ def test_actionlint_workflows():
     assert res.returncode == 0, res.stdout + res.stderr
     preview = yaml.safe_load((ROOT / ".github/workflows/preview.yml").read_text())
     steps = preview["jobs"]["preview"]["steps"]
-    pulumi_step = next(s for s in steps if s.get("uses", "").startswith("pulumi/actions"))
+    at = next(i for i, s in enumerate(steps) if s.get("uses", "").startswith("pulumi/actions"))
+    pulumi_step = steps[at]
     assert pulumi_step["with"]["command"] == "preview"
     assert pulumi_step["with"]["comment-on-pr"] is True
+    assert pulumi_step["with"]["policyPacks"] == "infra/policy"
+    # The real stack file comes from a secret and is checked before the preview runs.
+    before = "\n".join(str(s.get("run", "")) + str(s.get("env", "")) for s in steps[:at])
+    assert "secrets.PULUMI_STACK_CONFIG" in before
+    assert 'python -m infra.stack_file "Pulumi.${PULUMI_STACK}.yaml"' in before
+
+
+def test_stack_file_check_refuses_the_committed_template(tmp_path):
+    """The committed stack file's all-zero ids would give a preview of nothing real."""
+    run = [__import__("sys").executable, "-m", "infra.stack_file"]
+    res = subprocess.run([*run, "Pulumi.workshop.yaml"], cwd=ROOT, capture_output=True, text=True)
+    assert res.returncode == 1
+    assert "cloudflareZoneId is the template's placeholder" in res.stderr
+    key = tmp_path / "deploy_key"
+    key.write_text("x")
+    doc = yaml.safe_load((ROOT / "Pulumi.workshop.yaml").read_text())
+    doc["config"] |= {
+        "workshop:domain": "comfy.example.net",
+        "workshop:cloudflareZoneId": "1" * 32,
+        "workshop:cloudflareAccountId": "2" * 32,
+        "workshop:sshPublicKeys": ["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIReal ci@example"],
+        "workshop:sshPrivateKeyFile": str(key),
+        "workshop:adminPassword": {"secure": "v1:abc"},
+    }
+    real = tmp_path / "Pulumi.workshop.yaml"
+    real.write_text(yaml.safe_dump(doc))
+    res = subprocess.run([*run, str(real)], cwd=ROOT, capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
 
 
 def test_backup_commands_are_posix_sh(tmp_path):
