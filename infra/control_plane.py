@@ -106,6 +106,13 @@ def gateway_env(*, domain: str, endpoint: str, bucket: str, key_id: str, secret:
     ]
 
 
+def python_healthcheck(code: str) -> docker.ContainerHealthcheckArgs:
+    """A health check that runs `python -c code` in the container (the image has no curl)."""
+    return docker.ContainerHealthcheckArgs(
+        tests=["CMD", "python", "-c", code], interval="15s", timeout="5s", retries=5
+    )
+
+
 class ControlPlane(pulumi.ComponentResource):
     """Every container waits for cloud-init; the queue also waits for the restore."""
 
@@ -275,17 +282,9 @@ class ControlPlane(pulumi.ComponentResource):
             ],
             labels=container_labels,
             restart="unless-stopped",
-            healthcheck=docker.ContainerHealthcheckArgs(
-                tests=[
-                    "CMD",
-                    "python",
-                    "-c",
-                    "import urllib.request;"
-                    "urllib.request.urlopen('http://127.0.0.1:8000/api/health', timeout=3)",
-                ],
-                interval="15s",
-                timeout="5s",
-                retries=5,
+            healthcheck=python_healthcheck(
+                "import urllib.request;"
+                f"urllib.request.urlopen('http://127.0.0.1:{QUEUE_PORT}/api/health', timeout=3)"
             ),
             opts=after(self.backup.step, self.redis, secret=True),
         )
@@ -318,16 +317,8 @@ class ControlPlane(pulumi.ComponentResource):
             labels=container_labels,
             restart="unless-stopped",
             # The image's own HEALTHCHECK is the queue's (port 8000); check the gateway's port.
-            healthcheck=docker.ContainerHealthcheckArgs(
-                tests=[
-                    "CMD",
-                    "python",
-                    "-c",
-                    f"import socket; socket.create_connection(('127.0.0.1', {GATEWAY_PORT}), 3)",
-                ],
-                interval="15s",
-                timeout="5s",
-                retries=5,
+            healthcheck=python_healthcheck(
+                f"import socket; socket.create_connection(('127.0.0.1', {GATEWAY_PORT}), 3)"
             ),
             opts=after(self.queue, secret=True),
         )
