@@ -561,7 +561,15 @@ DOCUMENTED_CONFIGS: dict[str, dict[str, Any]] = {
     "gateway-image": {"gatewayImage": "ghcr.io/example/comfy-gateway@sha256:" + "b" * 64},
     "arm-vps": {"vpsType": "cax11"},
     "200-participants": {"participants": "200", "vpsType": "cx33", "dataVolumeGb": "20"},
-    "gpu-hosts": {"gpu": {"count": 2, "hourlyEur": 1.0}},
+    "gpu-hosts": {"gpu": {"count": 2, "hourlyEur": 1.0, "workerImage": WORKER_IMAGE}},
+    "gpu-ssh-hosts": {
+        "gpu": {
+            "provider": "ssh",
+            "count": 1,
+            "workerImage": WORKER_IMAGE,
+            "hosts": [{"address": "192.0.2.10", "user": "ubuntu", "hourlyEur": 0.5}],
+        }
+    },
     "chosen-passwords": {
         "adminPassword": "correct horse battery",
         "participantPasswords": {"user001": "first participant", "user002": "second one!"},

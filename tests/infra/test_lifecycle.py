@@ -18,6 +18,7 @@ from tests.infra.harness import (
     IMAGES,
     SERVER_TYPES,
     WITHDRAWN,
+    WORKER_IMAGE,
     UpFailed,
     World,
     destroy,
@@ -29,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[2]
 SERVER = "hcloud:index/server:Server::server"
 PASSWORD = "random:index/randomPassword:RandomPassword"
 DOCKER = "docker:index/"
-GPU = {"count": 2, "hourlyEur": 1.0}
+GPU = {"count": 2, "hourlyEur": 1.0, "workerImage": WORKER_IMAGE}
 
 
 def shipped_config(tmp_path: Path) -> WorkshopConfig:
@@ -132,14 +133,15 @@ def test_credentials_survive_destroy_and_up(week):
     `destroy --exclude-protected` keeps only protected resources (and what they depend on):
     the next morning the same passwords, token secret and worker tokens come back."""
     passwords = {k for k in week.day1.state if k.startswith(PASSWORD)}
-    assert len(passwords) == 20 + 2 + 2  # participants, admin, token secret, 2 worker tokens
+    workers = {k for k in passwords if "::worker-token-" in k}
+    assert len(passwords) == 20 + 2 + len(workers) and workers  # + admin, token secret
     assert passwords <= set(week.night)
     assert {k for k in week.day2.ops("same") if k.startswith(PASSWORD)} == passwords
     assert week.day2.outputs["credentials"] == week.day1.outputs["credentials"]
     before, after = queue_env(week.day1), queue_env(week.day2)
     for key in ("QUEUE_TOKEN_SECRET", "QUEUE_USERS", "QUEUE_WORKER_TOKENS", "QUEUE_ADMIN_PASSWORD"):
         assert after[key] == before[key], key  # restored sessions still verify
-    assert len(week.day2.outputs["credentials"]["workers"]) == 2
+    assert len(week.day2.outputs["credentials"]["workers"]) == len(workers)
 
 
 def test_what_the_night_keeps_and_what_the_morning_recreates(week):

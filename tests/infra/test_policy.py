@@ -79,17 +79,22 @@ def test_docs_describe_exactly_the_tested_configurations():
     assert set(re.findall(r"^\| `([a-z0-9-]+)` \|", section, re.M)) == set(DOCUMENTED_CONFIGS)
 
 
-def test_docs_list_every_provider_resource_with_the_version_checked(stack):
-    """docs/infrastructure.md's "Provider rules" names each resource type the stack declares,
-    with the provider version pinned in pyproject.toml."""
+def test_docs_list_every_provider_resource_with_the_version_checked(stack, tmp_path):
+    """docs/infrastructure.md's "Provider rules" names each resource type the stack declares
+    (GPU hosts included), with the provider version pinned in pyproject.toml."""
     pins = dict(re.findall(r'"(pulumi-[a-z]+)==([0-9.]+)"', (ROOT / "pyproject.toml").read_text()))
     section = (ROOT / "docs" / "infrastructure.md").read_text().split("## Provider rules", 1)[1]
     rows = [line for line in section.split("\n## ", 1)[0].splitlines() if line.startswith("| `")]
-    types = {r.type for r in stack.resources.values() if not r.type.startswith("comfy:")}
+    stacks = [stack, run_program(make_config(tmp_path, **DOCUMENTED_CONFIGS["gpu-hosts"]))]
+    types = {r.type for s in stacks for r in s.resources.values()} - {
+        t for s in stacks for t in (r.type for r in s.resources.values()) if t.startswith("comfy:")
+    }
     for t in sorted(types):
-        package = "pulumi-" + t.split(":")[2 if t.startswith("pulumi:providers:") else 0]
         row = next((r for r in rows if f"`{t}`" in r.split(" | ")[0]), None)
         assert row is not None, f"{t} is missing from the provider rules table"
+        if t.startswith("pulumi-python:dynamic/"):
+            continue  # our own dynamic providers: no package version to name
+        package = "pulumi-" + t.split(":")[2 if t.startswith("pulumi:providers:") else 0]
         assert f"{package} {pins[package]}" in row, (t, package)
     for invoke in ("get_server_type", "get_ip_ranges"):
         assert any(r.startswith(f"| `{invoke}`") for r in rows), invoke
