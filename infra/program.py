@@ -16,6 +16,7 @@ from infra.gpu import GpuHosts, GpuHostsArgs
 from infra.storage import Storage, StorageArgs
 from infra.tailnet import Tailnet, TailnetArgs
 from infra.vps import Vps, VpsArgs
+from services.contracts import QUEUE_PORT
 
 
 def build(config: WorkshopConfig, opts: pulumi.ResourceOptions | None = None) -> dict[str, Any]:
@@ -80,7 +81,7 @@ def build(config: WorkshopConfig, opts: pulumi.ResourceOptions | None = None) ->
             r2=storage.gpu_credentials,
             r2_endpoint=storage.endpoint,
             buckets=storage.bucket_names,
-            queue_url=vps.tailnet_ip.apply(lambda ip: f"http://{ip}:8000"),
+            queue_url=vps.tailnet_ip.apply(lambda ip: f"http://{ip}:{QUEUE_PORT}"),
             ssh_public_keys=config.ssh_public_keys,
             ssh_private_key=private_key,
         ),
