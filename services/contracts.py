@@ -42,6 +42,13 @@ class JobState(StrEnum):
 #: States in which a job still holds a place in the queue or on a worker.
 LIVE_STATES = (JobState.QUEUED, JobState.LEASED, JobState.RUNNING)
 
+#: A job id a client may choose (ComfyUI's `prompt_id`; a UUID matches): it goes into Redis
+#: keys, object keys and URLs.
+JOB_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+
+#: Event `user` of events addressed to every participant (an admin's pushed workflow).
+EVERYONE = "*"
+
 
 class Mode(StrEnum):
     """How the next job is chosen."""

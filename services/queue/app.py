@@ -15,7 +15,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 from starlette.types import Receive, Scope, Send
 
-from services.queue.api import admin, jobs, ops, workers
+from services.queue.api import admin, jobs, ops, pool, workers
 from services.queue.api.errors import STORAGE_DOWN, validation_error
 from services.queue.api.hotpath import HotPath, HotRoute
 from services.queue.auth import Authenticator, require_person, require_worker
@@ -123,6 +123,6 @@ def create_app(settings: QueueSettings | None = None) -> FastAPI:
         log.error("redis error", error=str(exc))
         return JSONResponse({"detail": STORAGE_DOWN}, status_code=503)
 
-    for module in (ops, jobs, workers, admin):
+    for module in (ops, jobs, pool, workers, admin):
         app.include_router(module.router)
     return app

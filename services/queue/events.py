@@ -22,7 +22,7 @@ from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from services.contracts import EventType
+from services.contracts import EVERYONE, EventType
 
 log = structlog.get_logger(__name__)
 
@@ -66,7 +66,11 @@ class Subscriber:
     replayed_to: str | None = None
 
     def wants(self, event: Event) -> bool:
-        return self.user is None or (event.user == self.user and event.user != "")
+        """An admin gets everything; a participant their own events and those addressed to
+        everyone (`user` = `*`, e.g. a workflow an admin pushed to all)."""
+        if self.user is None:
+            return True
+        return event.user != "" and (event.user == self.user or event.user == EVERYONE)
 
     async def next(self) -> Event | None:
         """The next event: the replayed backlog first, then live ones not already replayed.

@@ -6,7 +6,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from services.contracts import JobState, Mode, Role
+from services.contracts import JOB_ID_PATTERN, JobState, Mode, Role
 
 
 class Job(BaseModel):
@@ -15,6 +15,9 @@ class Job(BaseModel):
     id: str
     user: str
     state: JobState
+    number: int | None = Field(
+        default=None, description="submit sequence: ComfyUI's `number` of the prompt"
+    )
     priority: int = Field(description="scheduling level: 0 participant, 1 instructor, 2 admin")
     attempt: int
     queued_at: int
@@ -45,6 +48,12 @@ class SubmitRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     workflow: dict[str, Any]
+    job_id: str | None = Field(
+        default=None,
+        pattern=JOB_ID_PATTERN,
+        description="the job's id (ComfyUI's prompt id, which a client may choose); "
+        "default: a fresh 32-hex id. 409 if the queue still holds a job with it",
+    )
     user: str | None = Field(default=None, description="admins only: submit for this user")
     client_id: str | None = Field(default=None, max_length=128)
     extra_data: dict[str, Any] | None = None
@@ -191,3 +200,24 @@ class WorkerTokenRequest(BaseModel):
 class WorkerTokenResponse(BaseModel):
     name: str
     token: str = Field(description="shown once; the service keeps only its SHA-256")
+
+
+class Pool(BaseModel):
+    """The GPU pool in aggregate, for every person: ComfyUI's /system_stats and the gateway's
+    queue display are built from it. Nothing here names a host, a path or another user."""
+
+    workers_alive: int
+    devices: list[dict[str, Any]] = Field(description="the live workers' ComfyUI devices")
+    comfyui_version: str | None = None
+    required_frontend_version: str | None = None
+    mean_run_s: float | None = Field(
+        default=None, description="mean run time of recently succeeded jobs, seconds"
+    )
+    queued_total: int = Field(description="jobs waiting in the shared queue, everyone's")
+    models: dict[str, list[str]] = Field(
+        default_factory=dict, description="model files of the live workers, by folder"
+    )
+
+
+class Deleted(BaseModel):
+    deleted: int

@@ -145,6 +145,8 @@ class Scripts:
     #: job_ids: JSON [job_id, ...]
     position = Script("default_mode", "job_ids")
     reconcile = Script("running_limit")
+    delete_job = Script("job_id", "requester")
+    clear_history = Script("user")
 
     def __init__(self, redis: Redis, prefix: str) -> None:
         """Prepend the shared helpers to each script, check its argument line against its

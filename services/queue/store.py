@@ -15,8 +15,8 @@ from typing import Any
 import orjson
 from redis.asyncio import Redis
 
-from services.contracts import EventType, JobState, Mode
-from services.queue.models import Job, WorkerInfo
+from services.contracts import LIVE_STATES, EventType, JobState, Mode
+from services.queue.models import Job, JobWithWorkflow, WorkerInfo
 from services.queue.scripts import Scripts
 from services.queue.settings import QueueSettings
 
@@ -41,6 +41,18 @@ class QueueFull(Exception):
     def __init__(self, queued: int) -> None:
         super().__init__(queued)
         self.queued = queued
+
+
+class JobIdTaken(Exception):
+    """The queue still holds a job with the id the client chose."""
+
+
+class JobLive(Exception):
+    """The job is still queued or running: it can be cancelled, not deleted."""
+
+    def __init__(self, state: str) -> None:
+        super().__init__(state)
+        self.state = state
 
 
 class JobFinished(Exception):
@@ -115,6 +127,7 @@ def job_from_hash(fields: dict[str, str], position: int | None = None) -> Job:
         id=fields["id"],
         user=fields["user"],
         state=JobState(fields["state"]),
+        number=_int_or_none(fields.get("seq")),
         priority=int(fields["level"]),
         attempt=int(fields.get("attempt", 0)),
         queued_at=int(fields["queued_at"]),
@@ -166,24 +179,28 @@ class JobStore:
         workflow: dict[str, Any],
         client_id: str | None = None,
         extra_data: dict[str, Any] | None = None,
+        job_id: str | None = None,
     ) -> Job:
-        """Queue a workflow; raise QueueFull past the user's queued-job limit."""
+        """Queue a workflow; raise QueueFull past the user's queued-job limit, JobIdTaken if
+        the chosen `job_id` belongs to a job the queue still holds."""
         workflow_blob = await _compress(orjson.dumps(workflow))
         extra_blob = await _compress(orjson.dumps(extra_data)) if extra_data else b""
-        job_id = new_id()
+        job_id = job_id or new_id()
         s = self.settings
-        status, value, *rest = await self.scripts.submit(
+        status, *reply = await self.scripts.submit(
             job_id=job_id, user=user, level=level, max_queued=s.max_queued_per_user,
             running_limit=s.max_running_per_user, workflow=workflow_blob,
             meta=orjson.dumps({"client_id": client_id}), events_maxlen=s.events_maxlen,
             extra_data=extra_blob, default_mode=s.mode,
         )
+        if _text(status) == "taken":
+            raise JobIdTaken(job_id)
         if _text(status) == "limit":
-            raise QueueFull(int(value))
-        queued_at, position = rest
+            raise QueueFull(int(reply[0]))
+        value, queued_at, position = reply
         return Job(
-            id=job_id, user=user, state=JobState.QUEUED, priority=level, attempt=0,
-            queued_at=int(queued_at), position=int(position), client_id=client_id,
+            id=job_id, user=user, state=JobState.QUEUED, number=int(value), priority=level,
+            attempt=0, queued_at=int(queued_at), position=int(position), client_id=client_id,
         )
 
     async def get(self, job_id: str, user: str | None = None) -> Job | None:
@@ -226,6 +243,89 @@ class JobStore:
         queued = [i for i, f in found if f["state"] == JobState.QUEUED]
         positions = dict(zip(queued, await self.positions(queued), strict=True))
         return [job_from_hash(f, positions.get(i)) for i, f in found]
+
+    async def user_jobs(
+        self,
+        user: str | None,
+        state: str,
+        limit: int,
+        offset: int = 0,
+        workflow: bool = False,
+    ) -> tuple[list[JobWithWorkflow], int]:
+        """A user's jobs by `state`: `live` (queued, leased, running; oldest first, the queue's
+        order), `finished` (history, newest first) or `all` (newest first); `user` None means
+        everyone's (admins). Returns one page and the number of jobs in that state.
+
+        A user's index holds at most history_per_user finished jobs plus their live ones, so
+        one pass over it is bounded; everyone's live jobs come from the queue's own sets."""
+        if user is None and state == "live":
+            pending = await self.redis.zrange(self.key("pending"), 0, -1)
+            leased = await self.redis.zrange(self.key("leases"), 0, -1)
+            ids = [_text(i) or "" for i in (*leased, *pending)]
+        else:
+            index = self.key("ujobs", user) if user else self.key("alljobs")
+            ids = [_text(i) or "" for i in await self.redis.zrange(index, 0, -1)]
+        fields = await self._hashes(ids)
+        found = [f for f in fields if f]
+        live = {s.value for s in LIVE_STATES}
+        if state == "live":
+            chosen = sorted((f for f in found if f["state"] in live), key=lambda f: int(f["seq"]))
+        else:
+            chosen = [f for f in reversed(found) if state == "all" or f["state"] not in live]
+        page = chosen[offset : offset + limit]
+        queued = [f["id"] for f in page if f["state"] == JobState.QUEUED]
+        positions = dict(zip(queued, await self.positions(queued), strict=True))
+        jobs = [
+            JobWithWorkflow(**job_from_hash(f, positions.get(f["id"])).model_dump())
+            for f in page
+        ]
+        if workflow and jobs:
+            keys = [self.key(kind, j.id) for j in jobs for kind in ("wf", "xd")]
+            blobs = await self.redis.mget(keys)
+            for i, job in enumerate(jobs):
+                wf, xd = blobs[2 * i], blobs[2 * i + 1]
+                job.workflow = decode_json_blob(wf) if wf else None
+                job.extra_data = decode_json_blob(xd) if xd else None
+        return jobs, len(chosen)
+
+    async def _hashes(self, ids: list[str]) -> list[dict[str, str]]:
+        if not ids:
+            return []
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for job_id in ids:
+                pipe.hgetall(self.key("job", job_id))
+            raws = await pipe.execute()
+        return [_decode_hash(r) if r else {} for r in raws]
+
+    async def delete_job(self, job_id: str, requester: str | None) -> None:
+        """Delete a finished job from history; `requester` None means an admin."""
+        status, *rest = await self.scripts.delete_job(job_id=job_id, requester=requester or "")
+        status = _text(status)
+        if status == "not_found":
+            raise JobNotFound(job_id)
+        if status == "live":
+            raise JobLive(_text(rest[0]) or "")
+
+    async def clear_history(self, user: str) -> int:
+        """Delete every finished job of `user`; returns how many."""
+        return int(await self.scripts.clear_history(user=user))
+
+    async def mean_run_s(self, sample: int = 50) -> float | None:
+        """Mean run time of the most recent succeeded jobs (the queue's own clock)."""
+        newest = await self.redis.zrevrange(self.key("alljobs"), 0, sample - 1)
+        ids = [_text(i) or "" for i in newest]
+        if not ids:
+            return None
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for job_id in ids:
+                pipe.hmget(self.key("job", job_id), "state", "started_at", "finished_at")
+            rows = await pipe.execute()
+        runs = [
+            (int(end) - int(start)) / 1000
+            for state, start, end in rows
+            if _text(state) == JobState.SUCCEEDED and start and end
+        ]
+        return sum(runs) / len(runs) if runs else None
 
     async def positions(self, job_ids: list[str]) -> list[int]:
         if not job_ids:

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, HTTPException, Query, status
+from typing import Literal
+
+from fastapi import APIRouter, HTTPException, Query, Response, status
 
 from services.contracts import ROLE_LEVEL
 from services.queue.api.deps import Ctx
-from services.queue.auth import Person
+from services.queue.auth import Person, Principal
 from services.queue.graph import GraphError, validate_workflow
-from services.queue.models import Job, JobWithWorkflow, SubmitRequest
-from services.queue.store import JobFinished, JobNotFound, QueueFull
+from services.queue.models import Deleted, Job, JobWithWorkflow, SubmitRequest
+from services.queue.store import JobFinished, JobIdTaken, JobLive, JobNotFound, QueueFull
 
 router = APIRouter(prefix="/api/jobs", tags=["jobs"])
 
@@ -32,7 +34,13 @@ async def submit_job(
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"unknown user {body.user!r}")
         user, level = body.user, ROLE_LEVEL[record[1]]
     try:
-        return await ctx.store.submit(user, level, body.workflow, body.client_id, body.extra_data)
+        return await ctx.store.submit(
+            user, level, body.workflow, body.client_id, body.extra_data, body.job_id
+        )
+    except JobIdTaken as exc:
+        raise HTTPException(
+            status.HTTP_409_CONFLICT, f"job id {body.job_id!r} is taken: choose another"
+        ) from exc
     except QueueFull as exc:
         ctx.metrics.requests_rejected.labels("queued_limit").inc()
         raise HTTPException(
@@ -42,12 +50,56 @@ async def submit_job(
         ) from exc
 
 
-@router.get("", response_model=list[Job])
+def _acting_for(who: Principal, user: str | None) -> str:
+    """The user whose jobs an admin names with `?user=` (the gateway serves the admin in any
+    participant's space); everyone else acts for themselves."""
+    if user is None or user == who.id:
+        return who.id
+    if not who.is_admin:
+        raise HTTPException(status.HTTP_403_FORBIDDEN, "only admins may name another user")
+    return user
+
+
+@router.get("", response_model=list[JobWithWorkflow], response_model_exclude_none=True)
 async def list_jobs(
-    who: Person, ctx: Ctx, limit: int = Query(default=50, ge=1, le=500)
-) -> list[Job]:
-    """The caller's recent jobs, newest first."""
-    return await ctx.store.list_jobs(who.id, limit)
+    who: Person,
+    ctx: Ctx,
+    response: Response,
+    state: Literal["live", "finished", "all"] = "all",
+    limit: int = Query(default=50, ge=1, le=500),
+    offset: int = Query(default=0, ge=0),
+    workflow: bool = False,
+    user: str | None = None,
+) -> list[JobWithWorkflow]:
+    """The caller's jobs (an admin: `user`'s, or everyone's): `live` = queued, leased and
+    running, oldest first (ComfyUI's queue order); `finished` = history, newest first; `all`,
+    newest first. `workflow=true` adds each job's workflow and extra_data. `X-Total-Count`
+    says how many jobs are in that state in all."""
+    owner = None if who.is_admin and user is None else _acting_for(who, user)
+    jobs, total = await ctx.store.user_jobs(owner, state, limit, offset, workflow)
+    response.headers["X-Total-Count"] = str(total)
+    return jobs
+
+
+@router.delete("", response_model=Deleted)
+async def clear_history(
+    who: Person, ctx: Ctx, state: Literal["finished"], user: str | None = None
+) -> Deleted:
+    """Delete the caller's (an admin: `user`'s) finished jobs; live ones stay."""
+    return Deleted(deleted=await ctx.store.clear_history(_acting_for(who, user)))
+
+
+@router.delete("/{job_id}", status_code=status.HTTP_204_NO_CONTENT)
+async def delete_job(job_id: str, who: Person, ctx: Ctx) -> None:
+    """Delete a finished job from history (409 while it is live: cancel it instead)."""
+    try:
+        await ctx.store.delete_job(job_id, None if who.is_admin else who.id)
+    except JobNotFound as exc:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no job {job_id!r}") from exc
+    except JobLive as exc:
+        raise HTTPException(
+            status.HTTP_409_CONFLICT, f"job {job_id!r} is {exc.state}: cancel it first"
+        ) from exc
 
 
 @router.get("/{job_id}", response_model=JobWithWorkflow, response_model_exclude_none=True)

@@ -1,8 +1,10 @@
 -- Enqueue a job. workflow and extra_data are compressed ('' for no extra_data), meta is JSON.
--- Returns {'ok', seq, queued_at, position} or {'limit', queued}.
+-- Returns {'ok', seq, queued_at, position}, {'limit', queued} or {'taken'} (the id, which a
+-- participant may choose as ComfyUI allows, belongs to a job the queue still holds).
 local job_id, user, level, max_queued, running_limit, workflow, meta, events_maxlen,
   extra_data, default_mode = args()
 local uid, lvl = user, tonumber(level)
+if redis.call('EXISTS', k('job', job_id)) == 1 then return {'taken'} end
 local queued = tonumber(redis.call('HGET', k('queued'), uid) or 0)
 if queued >= tonumber(max_queued) then return {'limit', queued} end
 local seq = redis.call('INCR', k('seq'))
