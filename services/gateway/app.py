@@ -146,9 +146,11 @@ class GatewayApp:
         await (response or responses.http_error(404))(scope, receive, send)
 
     async def _caller(self, gw: Gateway, scope: Scope) -> Caller:
-        request = Request(scope)
+        from starlette.requests import HTTPConnection
+
+        connection = HTTPConnection(scope)
         client = scope.get("client") or ("unknown", 0)
-        return await gw.auth.authenticate(request.headers, request.cookies, client[0])
+        return await gw.auth.authenticate(connection.headers, connection.cookies, client[0])
 
     async def _space(
         self, gw: Gateway, scope: Scope, receive: Receive, send: Send, name: str, rest: str | None
