@@ -135,7 +135,11 @@ class GatewayApp:
 
     async def _answer(self, scope: Scope, receive: Receive, send: Send, response: Response) -> None:
         if scope["type"] == "websocket":
-            await WebSocket(scope, receive, send).close(code=4404)
+            ws = WebSocket(scope, receive, send)
+            if "websocket.http.response" in scope.get("extensions", {}):
+                await ws.send_denial_response(response)  # the client sees the real status
+            else:
+                await ws.close(code=4000 + response.status_code)
             return
         await response(scope, receive, send)
 

@@ -128,14 +128,16 @@ class SpaceHub:
                         backoff = 0.2
                         reader = asyncio.create_task(self._read(upstream))
                         idle = asyncio.create_task(self._wait_idle())
-                        done, _ = await asyncio.wait(
-                            {reader, idle}, return_when=asyncio.FIRST_COMPLETED
-                        )
-                        for task in (reader, idle):
-                            task.cancel()
-                        for task in (reader, idle):
-                            with contextlib.suppress(asyncio.CancelledError, ConnectionClosed):
-                                await task
+                        try:
+                            done, _ = await asyncio.wait(
+                                {reader, idle}, return_when=asyncio.FIRST_COMPLETED
+                            )
+                        finally:
+                            for task in (reader, idle):
+                                task.cancel()
+                            for task in (reader, idle):
+                                with contextlib.suppress(asyncio.CancelledError, ConnectionClosed):
+                                    await task
                         if idle in done:
                             return
                         close_code = upstream.close_code

@@ -1,0 +1,304 @@
+"""Two participants over every route (queue, history, view, upload, userdata, settings, ws,
+interrupt): nothing of one reaches the other; wrong or missing credentials get 401; the
+admin enters every space and acts there for its participant. Then bad input: ComfyUI's 4xx
+shapes, never a 500."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from PIL import Image
+from websockets.asyncio.client import connect
+from websockets.exceptions import InvalidStatus
+
+from services.local_redis import LocalRedis
+from tests.gateway_harness import PASSWORDS, Stack, play_worker, start_stack
+from tests.test_gateway_api_client import GRAPH
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def _png(color: tuple[int, int, int] = (10, 20, 30)) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (8, 8), color).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="module")
+async def stack(
+    redis_server: LocalRedis, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[tuple[Stack, Any]]:
+    import redis
+
+    from tests.comfyui_double import start_double
+
+    client = redis.Redis(port=redis_server.port)
+    client.flushall()
+    client.close()
+    root = tmp_path_factory.mktemp("isolation")
+    async with (
+        start_double(root / "comfy") as comfy,
+        start_stack(
+            redis_server.url,
+            root / "files",
+            max_upload_bytes=1024 * 1024,
+            max_json_bytes=4 * 1024 * 1024,
+        ) as stack,
+        play_worker(stack, comfy),
+    ):
+        yield stack, comfy
+
+
+async def _run(c: httpx.AsyncClient, user: str, client_id: str) -> str:
+    r = await c.post(f"/{user}/prompt", json={"prompt": GRAPH, "client_id": client_id})
+    assert r.status_code == 200, r.text
+    prompt_id = r.json()["prompt_id"]
+    async with asyncio.timeout(30):
+        while (await c.get(f"/{user}/history/{prompt_id}")).json() == {}:
+            await asyncio.sleep(0.05)
+    return prompt_id
+
+
+async def test_two_participants_see_nothing_of_each_other(stack: tuple[Stack, Any]) -> None:
+    s, _ = stack
+    one, two = s.client("user001"), s.client("user002")
+    # user001 has a finished job, an upload, a saved workflow and a setting.
+    r = await one.post("/user001/upload/image", files={"image": ("mine.png", _png(), "image/png")})
+    assert r.status_code == 200 and r.json() == {
+        "name": "mine.png",
+        "subfolder": "",
+        "type": "input",
+    }
+    assert (
+        await one.post("/user001/userdata/workflows%2Fsecret.json", content=b'{"a":1}')
+    ).status_code == 200
+    assert (await one.post("/user001/settings/Comfy.Secret", json="one's")).status_code == 200
+    ws_one = await connect(s.url("user001", "/ws?clientId=tab-one").replace("http", "ws", 1),
+                           additional_headers=s.ws_headers("user001"))  # fmt: skip
+    ws_two = await connect(s.url("user002", "/ws?clientId=tab-one").replace("http", "ws", 1),
+                           additional_headers=s.ws_headers("user002"))  # fmt: skip
+    prompt_id = await _run(one, "user001", "tab-one")
+    history = (await one.get("/user001/history")).json()
+    image = history[prompt_id]["outputs"]["3"]["images"][0]
+
+    # user002, in their own space, sees none of it.
+    assert (await two.get("/user002/history")).json() == {}
+    assert (await two.get(f"/user002/history/{prompt_id}")).json() == {}
+    assert (await two.get("/user002/queue")).json() == {"queue_running": [], "queue_pending": []}
+    assert (await two.get("/user002/view", params=image)).status_code == 404
+    assert (
+        await two.get("/user002/view", params={"filename": "mine.png", "type": "input"})
+    ).status_code == 404
+    assert (await two.get("/user002/userdata/workflows%2Fsecret.json")).status_code == 404
+    assert (await two.get("/user002/userdata?dir=workflows")).status_code == 404
+    assert (await two.get("/user002/settings")).json() == {}
+    assert (await two.get("/user002/internal/files/input")).json() == []
+    load_image = (await two.get("/user002/object_info/LoadImage")).json()
+    assert load_image["LoadImage"]["input"]["required"]["image"][0] == []
+    assert "mine.png" in json.dumps((await one.get("/user001/object_info/LoadImage")).json())
+    # user002 cannot delete, interrupt or load user001's things through their own space.
+    assert (await two.post("/user002/history", json={"delete": [prompt_id]})).status_code == 200
+    assert prompt_id in (await one.get("/user001/history")).json()
+    r = await two.post("/user002/prompt", json={"prompt": {
+        "1": {"class_type": "LoadImage", "inputs": {"image": "mine.png"}},
+        "2": {"class_type": "SaveImage", "inputs": {"images": ["1", 0], "filename_prefix": "x"}}}})  # fmt: skip
+    assert (
+        r.status_code == 400
+        and r.json()["node_errors"]["1"]["errors"][0]["type"] == "custom_validation_failed"
+    )
+
+    # user002's socket heard only its own status; user001's socket got the job's messages.
+    heard_two = await _drain(ws_two)
+    assert {m["type"] for m in heard_two} == {"status"}
+    assert all(m["data"]["status"]["exec_info"]["queue_remaining"] == 0 for m in heard_two)
+    heard_one = await _drain(ws_one)
+    assert "execution_success" in {m["type"] for m in heard_one}
+    await ws_one.close()
+    await ws_two.close()
+
+    # No way into another participant's space: 403 for every route, the socket refused.
+    for method, path in [("GET", "/"), ("GET", "/history"), ("GET", "/queue"), ("POST", "/interrupt"),
+                         ("GET", "/view?filename=mine.png&type=input"), ("POST", "/upload/image"),
+                         ("GET", "/userdata?dir=workflows"), ("GET", "/settings"), ("POST", "/prompt"),
+                         ("GET", "/api/history"), ("GET", "/assets/does-not-matter.js")]:  # fmt: skip
+        r = await two.request(method, "/user001" + path)
+        assert r.status_code == 403, (method, path, r.status_code)
+    with pytest.raises(InvalidStatus) as refused:
+        await connect(
+            s.url("user001", "/ws").replace("http", "ws", 1),
+            additional_headers=s.ws_headers("user002"),
+        )
+    assert refused.value.response.status_code == 403
+    await one.aclose()
+    await two.aclose()
+
+
+async def _drain(ws: Any) -> list[dict]:
+    seen = []
+    while True:
+        try:
+            raw = await asyncio.wait_for(ws.recv(), 0.3)
+        except TimeoutError:
+            return seen
+        seen.append(json.loads(raw))
+
+
+async def test_interrupt_stops_only_the_callers_job(stack: tuple[Stack, Any]) -> None:
+    s, comfy = stack
+    one, two = s.client("user001"), s.client("user002")
+    comfy.timing.node_time_s["ImageInvert"] = 5.0
+    try:
+        graph = json.loads(json.dumps(GRAPH))
+        graph["1"]["inputs"]["color"] = 1234  # not in ComfyUI's cache
+        r = await one.post("/user001/prompt", json={"prompt": graph, "client_id": "slow"})
+        prompt_id = r.json()["prompt_id"]
+        async with asyncio.timeout(20):
+            while not (await one.get("/user001/queue")).json()["queue_running"]:
+                await asyncio.sleep(0.05)
+        assert (await two.post("/user002/interrupt", json={})).status_code == 200
+        assert (
+            await two.post("/user002/interrupt", json={"prompt_id": prompt_id})
+        ).status_code == 200
+        await asyncio.sleep(0.3)
+        assert (await one.get("/user001/queue")).json()["queue_running"][0][1] == prompt_id
+        assert (
+            await one.post("/user001/interrupt", json={"prompt_id": prompt_id})
+        ).status_code == 200
+        async with asyncio.timeout(20):
+            while (await one.get(f"/user001/history/{prompt_id}")).json() == {}:
+                await asyncio.sleep(0.05)
+        entry = (await one.get(f"/user001/history/{prompt_id}")).json()[prompt_id]
+        assert entry["status"]["status_str"] == "error"
+    finally:
+        comfy.timing.node_time_s.clear()
+        await one.aclose()
+        await two.aclose()
+
+
+async def test_credentials(stack: tuple[Stack, Any]) -> None:
+    s, _ = stack
+    for client in (s.client(None), s.client("user001", "wrong password"), s.client("nobody", "x")):
+        for path in (
+            "/user001/",
+            "/user001/api/prompt",
+            "/user001/history",
+            "/user001/assets/x.js",
+        ):
+            r = await client.get(path)
+            assert r.status_code == 401, (path, r.status_code)
+            assert r.headers["WWW-Authenticate"].startswith('Basic realm="ComfyUI (user001)"')
+        await client.aclose()
+    with pytest.raises(InvalidStatus) as refused:
+        await connect(s.url("user001", "/ws").replace("http", "ws", 1))
+    assert refused.value.response.status_code == 401
+    # The root API paths need the session cookie the space sets.
+    anonymous = httpx.AsyncClient(base_url=s.gateway_url)
+    assert (await anonymous.get("/api/view?filename=x.png&type=input")).status_code == 401
+    one = s.client("user001")
+    r = await one.get("/user001/")
+    assert r.status_code == 200 and "comfy_workshop" in r.headers["set-cookie"]
+    assert "HttpOnly" in r.headers["set-cookie"]
+    await one.post("/user001/upload/image", files={"image": ("cookie.png", _png(), "image/png")})
+    cookie_only = httpx.AsyncClient(
+        base_url=s.gateway_url, cookies={"comfy_workshop": one.cookies["comfy_workshop"]}
+    )
+    assert (await cookie_only.get("/api/view?filename=cookie.png&type=input")).status_code == 200
+    assert (await cookie_only.get("/user001/settings")).status_code == 200
+    assert (await cookie_only.get("/user002/settings")).status_code == 403
+    for client in (anonymous, one, cookie_only):
+        await client.aclose()
+
+
+async def test_admin_acts_in_any_space(stack: tuple[Stack, Any]) -> None:
+    s, _ = stack
+    admin = s.client("admin")
+    prompt_id = await _run(admin, "user003", "admin-tab")
+    three = s.client("user003")
+    history = (await three.get("/user003/history")).json()
+    assert prompt_id in history  # the job is user003's
+    assert prompt_id in (await admin.get("/user003/history")).json()
+    assert prompt_id not in (await admin.get("/user002/history")).json()
+    image = history[prompt_id]["outputs"]["3"]["images"][0]
+    assert (await admin.get("/user003/view", params=image)).status_code == 200
+    assert (await admin.get("/user002/view", params=image)).status_code == 404
+    await admin.aclose()
+    await three.aclose()
+
+
+# -- bad input ------------------------------------------------------------------------------
+BIG = b"x" * (2 * 1024 * 1024)
+
+#: (method, path, request kwargs, expected status, expected body or None for "any")
+BAD_INPUT: list[tuple[str, str, dict[str, Any], int, Any]] = [
+    ("POST", "/prompt", {"content": b"{not json"}, 400, "invalid_prompt"),
+    ("POST", "/prompt", {"json": [1, 2]}, 400, "invalid_prompt"),
+    ("POST", "/prompt", {"json": {"prompt": [1, 2]}}, 400, "invalid_prompt"),
+    ("POST", "/prompt", {"json": {"prompt": {"1": 5}}}, 400, "invalid_prompt"),
+    ("POST", "/prompt", {"json": {"client_id": "x"}}, 400, "no_prompt"),
+    ("POST", "/prompt", {"json": {"prompt": {}}}, 400, "prompt_no_outputs"),
+    ("POST", "/prompt", {"json": {"prompt": GRAPH, "prompt_id": "../../etc"}}, 400, "invalid_prompt"),
+    ("POST", "/prompt", {"json": {"prompt": GRAPH, "extra_data": 3}}, 400, "invalid_prompt"),
+    ("POST", "/prompt", {"json": {"prompt": {"1": {"class_type": "Nope", "inputs": {}}}}}, 400, "invalid_prompt"),
+    ("POST", "/queue", {"content": b"{"}, 400, b""),
+    ("POST", "/history", {"content": b"nope"}, 400, b""),
+    ("POST", "/interrupt", {"content": b"nope"}, 200, b""),
+    ("GET", "/history?max_items=abc", {}, 400, b""),
+    ("POST", "/settings", {"content": b"{"}, 400, b""),
+    ("POST", "/settings", {"json": [1]}, 400, b""),
+    ("POST", "/upload/image", {"files": {"image": ("a.png", b"not an image", "image/png")}}, 400, b""),
+    ("POST", "/upload/image", {"files": {"image": ("a.exe", b"MZ...", "application/x-dosexec")}}, 400, b""),
+    ("POST", "/upload/image", {"files": {"image": ("../a.png", _png(), "image/png")}}, 400, b""),
+    ("POST", "/upload/image", {"files": {"image": ("a.png", _png(), "image/png")}, "data": {"subfolder": "../../x"}}, 400, b""),
+    ("POST", "/upload/image", {"files": {"image": ("a.png", _png(), "image/png")}, "data": {"type": "bogus"}}, 400, b""),
+    ("POST", "/upload/image", {"data": {"overwrite": "1"}}, 400, b""),
+    ("POST", "/upload/image", {"content": b"garbage", "headers": {"Content-Type": "multipart/form-data; boundary=zz"}}, 400, b""),
+    ("POST", "/upload/image", {"files": {"image": ("big.png", BIG, "image/png")}}, 413, "413: Request Entity Too Large"),
+    ("POST", "/upload/mask", {"files": {"image": ("m.png", _png(), "image/png")}, "data": {"original_ref": "{bad"}}, 400, b""),
+    ("GET", "/view?filename=../x.png", {}, 400, b""),
+    ("GET", "/view?filename=x.png&type=bogus", {}, 400, b""),
+    ("GET", "/view?filename=x.png&type=output&subfolder=../../", {}, 403, b""),
+    ("GET", "/view?filename=x.png&type=output&subfolder=a%00b", {}, 404, b""),
+    ("GET", "/view", {}, 404, b""),
+    ("GET", "/userdata", {}, 400, "Directory not provided"),
+    ("GET", "/userdata?dir=..%2F..", {}, 403, "Invalid directory"),
+    ("GET", "/userdata/..%2F..%2Fx", {}, 403, b""),
+    ("POST", "/userdata/..%2Fx", {"content": b"x"}, 403, b""),
+    ("POST", "/userdata/big.json", {"content": b"x" * (4 * 1024 * 1024 + 1)}, 413, "413: Request Entity Too Large"),
+    ("GET", "/v2/userdata?path=..%2F..", {}, 400, "Invalid path requested"),
+    ("GET", "/internal/files/bogus", {}, 400, {"error": "Invalid directory type"}),
+    ("GET", "/models/not-a-folder", {}, 404, b""),
+    ("GET", "/no/such/route", {}, 404, "404: Not Found"),
+    ("GET", "/api/no-such-route", {}, 404, "404: Not Found"),
+    ("DELETE", "/prompt", {}, 405, "405: Method Not Allowed"),
+    ("GET", "/nonexistent-file.js", {}, 404, "404: Not Found"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "kwargs", "status", "body"),
+    BAD_INPUT,
+    ids=[f"{m} {p} {i}" for i, (m, p, *_rest) in enumerate(BAD_INPUT)],
+)
+async def test_bad_input_gets_comfyuis_4xx(
+    stack: tuple[Stack, Any], method: str, path: str, kwargs: dict, status: int, body: Any
+) -> None:
+    s, _ = stack
+    client = s.client("user001")
+    r = await client.request(method, "/user001" + path, **kwargs)
+    await client.aclose()
+    assert r.status_code == status, (r.status_code, r.text[:200])
+    if isinstance(body, bytes):
+        assert r.content == body
+    elif isinstance(body, dict):
+        assert r.json() == body
+    elif r.headers.get("content-type", "").startswith("application/json"):
+        assert r.json()["error"]["type"] == body and r.json()["node_errors"] is not None
+    else:
+        assert r.text == body
