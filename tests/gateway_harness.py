@@ -161,9 +161,12 @@ class PlayWorker:
                 await self._execute(lease)
             except Exception as exc:  # the test sees it in the job's state
                 await self.client.call(
-                    lease["job"]["id"], "fail", lease["lease_id"],
-                    error={"type": "worker_error", "message": repr(exc)}, retry=False,
-                )  # fmt: skip
+                    lease["job"]["id"],
+                    "fail",
+                    lease["lease_id"],
+                    error={"type": "worker_error", "message": repr(exc)},
+                    retry=False,
+                )
 
     async def _stage_inputs(self, user: str, workflow: dict[str, Any]) -> None:
         for node in workflow.values():
@@ -204,9 +207,14 @@ class PlayWorker:
                     e["filename"],
                 )
                 await self.store.put(key, data, "image/png")
-                out.append({"filename": e["filename"], "type": e["type"],
-                            "subfolder": participant_subfolder(job["id"], e.get("subfolder", "")),
-                            "key": key})  # fmt: skip
+                out.append(
+                    {
+                        "filename": e["filename"],
+                        "type": e["type"],
+                        "subfolder": participant_subfolder(job["id"], e.get("subfolder", "")),
+                        "key": key,
+                    }
+                )
             rewritten[kind] = out
         return rewritten
 
@@ -216,8 +224,12 @@ class PlayWorker:
         if r.status_code != 200:
             return
         await self._stage_inputs(job["user"], lease["workflow"])
-        body = {"prompt": lease["workflow"], "prompt_id": job["id"], "client_id": self.sid,
-                "extra_data": lease.get("extra_data") or {}}  # fmt: skip
+        body = {
+            "prompt": lease["workflow"],
+            "prompt_id": job["id"],
+            "client_id": self.sid,
+            "extra_data": lease.get("extra_data") or {},
+        }
         async with self.http.post(self.comfy.url + "/prompt", json=body) as r:
             if r.status != 200:
                 error = await r.json()
@@ -279,9 +291,11 @@ class PlayWorker:
     async def _cancel_requested(self, lease: dict[str, Any]) -> bool:
         r = await self.client.http.post(
             "/api/worker/heartbeat",
-            json={"worker_id": self.client.worker_id,
-                  "leases": [{"job_id": lease["job"]["id"], "lease_id": lease["lease_id"]}]},
-        )  # fmt: skip
+            json={
+                "worker_id": self.client.worker_id,
+                "leases": [{"job_id": lease["job"]["id"], "lease_id": lease["lease_id"]}],
+            },
+        )
         return lease["job"]["id"] in r.json().get("cancel", [])
 
 

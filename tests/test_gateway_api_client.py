@@ -17,10 +17,16 @@ from PIL import Image
 from tests.gateway_harness import PASSWORDS, play_worker, start_stack
 
 GRAPH = {
-    "1": {"class_type": "EmptyImage", "inputs": {"width": 64, "height": 48, "batch_size": 1, "color": 3368652}},
+    "1": {
+        "class_type": "EmptyImage",
+        "inputs": {"width": 64, "height": 48, "batch_size": 1, "color": 3368652},
+    },
     "2": {"class_type": "ImageInvert", "inputs": {"image": ["1", 0]}},
-    "3": {"class_type": "SaveImage", "inputs": {"images": ["2", 0], "filename_prefix": "api_client"}},
-}  # fmt: skip
+    "3": {
+        "class_type": "SaveImage",
+        "inputs": {"images": ["2", 0], "filename_prefix": "api_client"},
+    },
+}
 
 
 async def run_as_comfyui_client(base: str, user: str, password: str) -> dict[str, Any]:
@@ -60,9 +66,13 @@ async def run_as_comfyui_client(base: str, user: str, password: str) -> dict[str
     return {"first": first, "seen": seen, "history": history, "image": picture, "id": prompt_id}
 
 
-async def test_api_client_runs_a_graph_end_to_end(redis_url: str, tmp_path: Path, comfy: Any) -> None:
+async def test_api_client_runs_a_graph_end_to_end(
+    redis_url: str, tmp_path: Path, comfy: Any
+) -> None:
     async with start_stack(redis_url, tmp_path / "files") as stack, play_worker(stack, comfy):
-        result = await run_as_comfyui_client(stack.url("user001", ""), "user001", PASSWORDS["user001"])
+        result = await run_as_comfyui_client(
+            stack.url("user001", ""), "user001", PASSWORDS["user001"]
+        )
     assert result["first"]["type"] == "status" and "sid" in result["first"]["data"]
     types = [m["type"] for m in result["seen"]]
     assert types[0] == "status" and "execution_start" in types and "execution_success" in types

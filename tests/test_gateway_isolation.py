@@ -9,7 +9,6 @@ import asyncio
 import io
 import json
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -19,7 +18,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
 from services.local_redis import LocalRedis
-from tests.gateway_harness import PASSWORDS, Stack, play_worker, start_stack
+from tests.gateway_harness import Stack, play_worker, start_stack
 from tests.test_gateway_api_client import GRAPH
 
 pytestmark = pytest.mark.timeout(120)
@@ -56,13 +55,34 @@ async def stack(
         yield stack, comfy
 
 
-async def _run(c: httpx.AsyncClient, user: str, client_id: str) -> str:
+async def _socket(s: Stack, user: str, client_id: str, as_user: str | None = None) -> Any:
+    url = s.url(user, f"/ws?clientId={client_id}").replace("http", "ws", 1)
+    return await connect(url, additional_headers=s.ws_headers(as_user or user))
+
+
+async def _until(ws: Any, predicate: Any, timeout_s: float = 30) -> dict:
+    async with asyncio.timeout(timeout_s):
+        while True:
+            message = json.loads(await ws.recv())
+            if predicate(message):
+                return message
+
+
+def _ended(prompt_id: str) -> Any:
+    return lambda m: (
+        m["type"] == "executing" and m["data"] == {"node": None, "prompt_id": prompt_id}
+    )
+
+
+async def _run(
+    c: httpx.AsyncClient, s: Stack, user: str, client_id: str, as_user: str | None = None
+) -> str:
+    ws = await _socket(s, user, client_id, as_user)
     r = await c.post(f"/{user}/prompt", json={"prompt": GRAPH, "client_id": client_id})
     assert r.status_code == 200, r.text
     prompt_id = r.json()["prompt_id"]
-    async with asyncio.timeout(30):
-        while (await c.get(f"/{user}/history/{prompt_id}")).json() == {}:
-            await asyncio.sleep(0.05)
+    await _until(ws, _ended(prompt_id))
+    await ws.close()
     return prompt_id
 
 
@@ -80,11 +100,15 @@ async def test_two_participants_see_nothing_of_each_other(stack: tuple[Stack, An
         await one.post("/user001/userdata/workflows%2Fsecret.json", content=b'{"a":1}')
     ).status_code == 200
     assert (await one.post("/user001/settings/Comfy.Secret", json="one's")).status_code == 200
-    ws_one = await connect(s.url("user001", "/ws?clientId=tab-one").replace("http", "ws", 1),
-                           additional_headers=s.ws_headers("user001"))  # fmt: skip
-    ws_two = await connect(s.url("user002", "/ws?clientId=tab-one").replace("http", "ws", 1),
-                           additional_headers=s.ws_headers("user002"))  # fmt: skip
-    prompt_id = await _run(one, "user001", "tab-one")
+    ws_one = await connect(
+        s.url("user001", "/ws?clientId=tab-one").replace("http", "ws", 1),
+        additional_headers=s.ws_headers("user001"),
+    )
+    ws_two = await connect(
+        s.url("user002", "/ws?clientId=tab-one").replace("http", "ws", 1),
+        additional_headers=s.ws_headers("user002"),
+    )
+    prompt_id = await _run(one, s, "user001", "tab-one-run")
     history = (await one.get("/user001/history")).json()
     image = history[prompt_id]["outputs"]["3"]["images"][0]
 
@@ -106,28 +130,47 @@ async def test_two_participants_see_nothing_of_each_other(stack: tuple[Stack, An
     # user002 cannot delete, interrupt or load user001's things through their own space.
     assert (await two.post("/user002/history", json={"delete": [prompt_id]})).status_code == 200
     assert prompt_id in (await one.get("/user001/history")).json()
-    r = await two.post("/user002/prompt", json={"prompt": {
-        "1": {"class_type": "LoadImage", "inputs": {"image": "mine.png"}},
-        "2": {"class_type": "SaveImage", "inputs": {"images": ["1", 0], "filename_prefix": "x"}}}})  # fmt: skip
+    r = await two.post(
+        "/user002/prompt",
+        json={
+            "prompt": {
+                "1": {"class_type": "LoadImage", "inputs": {"image": "mine.png"}},
+                "2": {
+                    "class_type": "SaveImage",
+                    "inputs": {"images": ["1", 0], "filename_prefix": "x"},
+                },
+            }
+        },
+    )
     assert (
         r.status_code == 400
         and r.json()["node_errors"]["1"]["errors"][0]["type"] == "custom_validation_failed"
     )
 
-    # user002's socket heard only its own status; user001's socket got the job's messages.
+    # user002's socket heard only its own status (nothing queued: 0).
     heard_two = await _drain(ws_two)
     assert {m["type"] for m in heard_two} == {"status"}
     assert all(m["data"]["status"]["exec_info"]["queue_remaining"] == 0 for m in heard_two)
-    heard_one = await _drain(ws_one)
-    assert "execution_success" in {m["type"] for m in heard_one}
+    heard_one = await _drain(ws_one)  # user001's other tab: the queue count, not the job
+    assert {m["type"] for m in heard_one} == {"status"}
+    assert any(m["data"]["status"]["exec_info"]["queue_remaining"] == 1 for m in heard_one)
     await ws_one.close()
     await ws_two.close()
 
     # No way into another participant's space: 403 for every route, the socket refused.
-    for method, path in [("GET", "/"), ("GET", "/history"), ("GET", "/queue"), ("POST", "/interrupt"),
-                         ("GET", "/view?filename=mine.png&type=input"), ("POST", "/upload/image"),
-                         ("GET", "/userdata?dir=workflows"), ("GET", "/settings"), ("POST", "/prompt"),
-                         ("GET", "/api/history"), ("GET", "/assets/does-not-matter.js")]:  # fmt: skip
+    for method, path in [
+        ("GET", "/"),
+        ("GET", "/history"),
+        ("GET", "/queue"),
+        ("POST", "/interrupt"),
+        ("GET", "/view?filename=mine.png&type=input"),
+        ("POST", "/upload/image"),
+        ("GET", "/userdata?dir=workflows"),
+        ("GET", "/settings"),
+        ("POST", "/prompt"),
+        ("GET", "/api/history"),
+        ("GET", "/assets/does-not-matter.js"),
+    ]:
         r = await two.request(method, "/user001" + path)
         assert r.status_code == 403, (method, path, r.status_code)
     with pytest.raises(InvalidStatus) as refused:
@@ -157,23 +200,24 @@ async def test_interrupt_stops_only_the_callers_job(stack: tuple[Stack, Any]) ->
     try:
         graph = json.loads(json.dumps(GRAPH))
         graph["1"]["inputs"]["color"] = 1234  # not in ComfyUI's cache
+        ws = await _socket(s, "user001", "slow")
         r = await one.post("/user001/prompt", json={"prompt": graph, "client_id": "slow"})
         prompt_id = r.json()["prompt_id"]
-        async with asyncio.timeout(20):
-            while not (await one.get("/user001/queue")).json()["queue_running"]:
-                await asyncio.sleep(0.05)
+        await _until(ws, lambda m: m["type"] == "executing" and m["data"].get("node") == "2")
         assert (await two.post("/user002/interrupt", json={})).status_code == 200
-        assert (
-            await two.post("/user002/interrupt", json={"prompt_id": prompt_id})
-        ).status_code == 200
-        await asyncio.sleep(0.3)
+        r = await two.post("/user002/interrupt", json={"prompt_id": prompt_id})
+        assert r.status_code == 200
+        # Neither reached the job: it runs on, nobody asked to cancel it.
         assert (await one.get("/user001/queue")).json()["queue_running"][0][1] == prompt_id
-        assert (
-            await one.post("/user001/interrupt", json={"prompt_id": prompt_id})
-        ).status_code == 200
-        async with asyncio.timeout(20):
-            while (await one.get(f"/user001/history/{prompt_id}")).json() == {}:
-                await asyncio.sleep(0.05)
+        admin = await s.queue.client("admin")
+        assert (await admin.get(f"/api/jobs/{prompt_id}")).json()["cancel_requested"] is False
+        await admin.aclose()
+        r = await one.post("/user001/interrupt", json={"prompt_id": prompt_id})
+        assert r.status_code == 200
+        stopped = await _until(ws, lambda m: m["type"] == "execution_interrupted")
+        assert stopped["data"]["prompt_id"] == prompt_id
+        await _until(ws, _ended(prompt_id))
+        await ws.close()
         entry = (await one.get(f"/user001/history/{prompt_id}")).json()[prompt_id]
         assert entry["status"]["status_str"] == "error"
     finally:
@@ -219,7 +263,7 @@ async def test_credentials(stack: tuple[Stack, Any]) -> None:
 async def test_admin_acts_in_any_space(stack: tuple[Stack, Any]) -> None:
     s, _ = stack
     admin = s.client("admin")
-    prompt_id = await _run(admin, "user003", "admin-tab")
+    prompt_id = await _run(admin, s, "user003", "admin-tab", as_user="admin")
     three = s.client("user003")
     history = (await three.get("/user003/history")).json()
     assert prompt_id in history  # the job is user003's
@@ -243,24 +287,78 @@ BAD_INPUT: list[tuple[str, str, dict[str, Any], int, Any]] = [
     ("POST", "/prompt", {"json": {"prompt": {"1": 5}}}, 400, "invalid_prompt"),
     ("POST", "/prompt", {"json": {"client_id": "x"}}, 400, "no_prompt"),
     ("POST", "/prompt", {"json": {"prompt": {}}}, 400, "prompt_no_outputs"),
-    ("POST", "/prompt", {"json": {"prompt": GRAPH, "prompt_id": "../../etc"}}, 400, "invalid_prompt"),
+    (
+        "POST",
+        "/prompt",
+        {"json": {"prompt": GRAPH, "prompt_id": "../../etc"}},
+        400,
+        "invalid_prompt",
+    ),
     ("POST", "/prompt", {"json": {"prompt": GRAPH, "extra_data": 3}}, 400, "invalid_prompt"),
-    ("POST", "/prompt", {"json": {"prompt": {"1": {"class_type": "Nope", "inputs": {}}}}}, 400, "invalid_prompt"),
+    (
+        "POST",
+        "/prompt",
+        {"json": {"prompt": {"1": {"class_type": "Nope", "inputs": {}}}}},
+        400,
+        "invalid_prompt",
+    ),
     ("POST", "/queue", {"content": b"{"}, 400, b""),
     ("POST", "/history", {"content": b"nope"}, 400, b""),
     ("POST", "/interrupt", {"content": b"nope"}, 200, b""),
     ("GET", "/history?max_items=abc", {}, 400, b""),
     ("POST", "/settings", {"content": b"{"}, 400, b""),
     ("POST", "/settings", {"json": [1]}, 400, b""),
-    ("POST", "/upload/image", {"files": {"image": ("a.png", b"not an image", "image/png")}}, 400, b""),
-    ("POST", "/upload/image", {"files": {"image": ("a.exe", b"MZ...", "application/x-dosexec")}}, 400, b""),
+    (
+        "POST",
+        "/upload/image",
+        {"files": {"image": ("a.png", b"not an image", "image/png")}},
+        400,
+        b"",
+    ),
+    (
+        "POST",
+        "/upload/image",
+        {"files": {"image": ("a.exe", b"MZ...", "application/x-dosexec")}},
+        400,
+        b"",
+    ),
     ("POST", "/upload/image", {"files": {"image": ("../a.png", _png(), "image/png")}}, 400, b""),
-    ("POST", "/upload/image", {"files": {"image": ("a.png", _png(), "image/png")}, "data": {"subfolder": "../../x"}}, 400, b""),
-    ("POST", "/upload/image", {"files": {"image": ("a.png", _png(), "image/png")}, "data": {"type": "bogus"}}, 400, b""),
+    (
+        "POST",
+        "/upload/image",
+        {"files": {"image": ("a.png", _png(), "image/png")}, "data": {"subfolder": "../../x"}},
+        400,
+        b"",
+    ),
+    (
+        "POST",
+        "/upload/image",
+        {"files": {"image": ("a.png", _png(), "image/png")}, "data": {"type": "bogus"}},
+        400,
+        b"",
+    ),
     ("POST", "/upload/image", {"data": {"overwrite": "1"}}, 400, b""),
-    ("POST", "/upload/image", {"content": b"garbage", "headers": {"Content-Type": "multipart/form-data; boundary=zz"}}, 400, b""),
-    ("POST", "/upload/image", {"files": {"image": ("big.png", BIG, "image/png")}}, 413, "413: Request Entity Too Large"),
-    ("POST", "/upload/mask", {"files": {"image": ("m.png", _png(), "image/png")}, "data": {"original_ref": "{bad"}}, 400, b""),
+    (
+        "POST",
+        "/upload/image",
+        {"content": b"garbage", "headers": {"Content-Type": "multipart/form-data; boundary=zz"}},
+        400,
+        b"",
+    ),
+    (
+        "POST",
+        "/upload/image",
+        {"files": {"image": ("big.png", BIG, "image/png")}},
+        413,
+        "413: Request Entity Too Large",
+    ),
+    (
+        "POST",
+        "/upload/mask",
+        {"files": {"image": ("m.png", _png(), "image/png")}, "data": {"original_ref": "{bad"}},
+        400,
+        b"",
+    ),
     ("GET", "/view?filename=../x.png", {}, 400, b""),
     ("GET", "/view?filename=x.png&type=bogus", {}, 400, b""),
     ("GET", "/view?filename=x.png&type=output&subfolder=../../", {}, 403, b""),
@@ -270,7 +368,13 @@ BAD_INPUT: list[tuple[str, str, dict[str, Any], int, Any]] = [
     ("GET", "/userdata?dir=..%2F..", {}, 403, "Invalid directory"),
     ("GET", "/userdata/..%2F..%2Fx", {}, 403, b""),
     ("POST", "/userdata/..%2Fx", {"content": b"x"}, 403, b""),
-    ("POST", "/userdata/big.json", {"content": b"x" * (4 * 1024 * 1024 + 1)}, 413, "413: Request Entity Too Large"),
+    (
+        "POST",
+        "/userdata/big.json",
+        {"content": b"x" * (4 * 1024 * 1024 + 1)},
+        413,
+        "413: Request Entity Too Large",
+    ),
     ("GET", "/v2/userdata?path=..%2F..", {}, 400, "Invalid path requested"),
     ("GET", "/internal/files/bogus", {}, 400, {"error": "Invalid directory type"}),
     ("GET", "/models/not-a-folder", {}, 404, b""),
@@ -278,7 +382,7 @@ BAD_INPUT: list[tuple[str, str, dict[str, Any], int, Any]] = [
     ("GET", "/api/no-such-route", {}, 404, "404: Not Found"),
     ("DELETE", "/prompt", {}, 405, "405: Method Not Allowed"),
     ("GET", "/nonexistent-file.js", {}, 404, "404: Not Found"),
-]  # fmt: skip
+]
 
 
 @pytest.mark.parametrize(

@@ -82,6 +82,11 @@ class LiveJob:
     client_id: str | None = None
     started: bool = False
     node: str | None = None
+    #: The worker relayed ComfyUI's end of the prompt (execution_success/_error/_interrupted).
+    terminal: bool = False
+    #: ComfyUI's closing `executing {node: null}`, held until the queue has recorded the end:
+    #: a client that reads /history when it arrives must find the prompt there.
+    closing: dict[str, Any] | None = None
 
 
 @dataclass
@@ -249,10 +254,17 @@ class SpaceHub:
             await self._preview(job_id, job, data or {}, client_id)
             return
         message = {"type": type_, "data": data}
+        if (
+            job is not None
+            and type_ == "executing"
+            and isinstance(data, dict)
+            and data.get("node") is None
+        ):
+            job.closing = message
+            return
         await self._route(message, client_id, type_ in BROADCAST_WITHOUT_CLIENT)
-        if type_ in TERMINAL:
-            self._forget(job_id)
-            await self._status()
+        if job is not None and type_ in TERMINAL:
+            job.terminal = True
 
     async def _preview(
         self, job_id: str, job: LiveJob | None, data: dict[str, Any], client_id: str | None
@@ -304,13 +316,20 @@ class SpaceHub:
             self.ended.popitem(last=False)
 
     async def _ended(self, job_id: str, kind: str) -> None:
-        """The queue says the job ended. If its worker relayed the end already, only the
-        count changes (nothing at all if that was said too); else send what ComfyUI would."""
+        """The queue recorded the job's end. If its worker relayed ComfyUI's end, the count
+        changes and the held `executing {node: null}` follows; else the bridge sends what
+        ComfyUI would have sent."""
         if job_id in self.ended:
             return
         job = self.jobs.get(job_id)
         if job is None:
             self._forget(job_id)
+            return
+        if job.terminal:
+            self._forget(job_id)
+            await self._status()
+            closing = job.closing or shapes.message("executing", shapes.executing(None, job_id))
+            await self._route(closing, job.client_id, False)
             return
         from services.gateway.prompts import public_outputs, synthesized_error
 
@@ -320,24 +339,19 @@ class SpaceHub:
         ended_at = record.get("finished_at") or int(time.time() * 1000)
         started = job.started or (kind == EventType.SUCCEEDED)
         if not job.started and kind != EventType.CANCELLED:
-            messages.append(
-                shapes.message("execution_start", shapes.execution_start(job_id, ended_at))
-            )
+            start = shapes.execution_start(job_id, ended_at)
+            messages.append(shapes.message("execution_start", start))
         if kind == EventType.SUCCEEDED:
             for node_id, output in (public_outputs(record.get("outputs")) or {}).items():
-                messages.append(
-                    shapes.message("executed", shapes.executed(node_id, output, job_id))
-                )
-            terminal = shapes.message(
-                "execution_success", shapes.execution_success(job_id, ended_at)
-            )
+                executed = shapes.executed(node_id, output, job_id)
+                messages.append(shapes.message("executed", executed))
+            success = shapes.execution_success(job_id, ended_at)
+            terminal = shapes.message("execution_success", success)
         elif kind == EventType.FAILED:
             terminal = shapes.message("execution_error", synthesized_error(record))
         elif started:
-            terminal = shapes.message(
-                "execution_interrupted",
-                shapes.execution_interrupted(job_id, job.node or "", "", [], ended_at),
-            )
+            interrupted = shapes.execution_interrupted(job_id, job.node or "", "", [], ended_at)
+            terminal = shapes.message("execution_interrupted", interrupted)
         else:
             terminal = None  # deleted from the queue before it ran: ComfyUI says only status
         for message in messages:
@@ -347,9 +361,8 @@ class SpaceHub:
         self._forget(job_id)
         await self._status()
         if terminal is not None:
-            await self._route(
-                shapes.message("executing", shapes.executing(None, job_id)), client_id, False
-            )
+            closing = shapes.message("executing", shapes.executing(None, job_id))
+            await self._route(closing, client_id, False)
 
     # -- sockets ------------------------------------------------------------------------------
     async def _close_sockets(self, code: int, reason: str) -> None:
