@@ -39,3 +39,10 @@ def test_lua_cost_bench_runs() -> None:
         result = out[mode]
         assert isinstance(result, dict)
         assert result["script_us_per_cycle"] > 0 and result["commands_per_cycle"] > 10
+
+
+def test_gateway_bench_runs() -> None:
+    out = _last_json_line("bench.gateway", "--participants", "2", "3", "--samples", "5")
+    assert out["participants"] == 3 and out["samples"] == 5
+    for key in ("rss_mb_2", "rss_mb_3", "event_p50_ms", "event_p99_ms"):
+        assert isinstance(out[key], float) and out[key] > 0, key
