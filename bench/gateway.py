@@ -21,7 +21,6 @@ import contextlib
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -53,10 +52,10 @@ def rss_mb(pid: int) -> float:
     raise RuntimeError("no VmRSS")
 
 
-async def wait_listening(url: str, proc: subprocess.Popen[bytes]) -> None:
+async def wait_listening(url: str, proc: asyncio.subprocess.Process) -> None:
     async with httpx.AsyncClient() as client:
         for _ in range(300):
-            if proc.poll() is not None:
+            if proc.returncode is not None:
                 raise RuntimeError("the gateway exited")
             with contextlib.suppress(httpx.TransportError):
                 await client.get(url + "/user001/")
@@ -97,7 +96,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             "GATEWAY_STORAGE__DIR": str(Path(tmp) / "files"),
             "GATEWAY_PRECOMPRESS": "false",
         }
-        proc = subprocess.Popen([sys.executable, "-m", "services.gateway"], cwd=ROOT, env=env)
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "services.gateway", cwd=ROOT, env=env
+        )
         gateway = f"http://127.0.0.1:{gateway_port}"
         sockets: dict[str, Any] = {}
         out: dict[str, Any] = {}
@@ -145,7 +146,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             for ws in sockets.values():
                 await ws.close()
             proc.terminate()
-            await asyncio.to_thread(proc.wait, 20)
+            await asyncio.wait_for(proc.wait(), 20)
             server.should_exit = True
             await task
             redis.stop()
