@@ -17,7 +17,17 @@ from typing import Any
 
 import uvicorn
 
-from services.contracts import QUEUE_PORT, WORKER_TOKEN_PREFIX, participant_name
+from services.contracts import (
+    NOT_ROUTED_MESSAGE,
+    QUEUE_PORT,
+    WORKER_TOKEN_PREFIX,
+    Upstream,
+    participant_name,
+    route_for,
+    route_plan,
+)
+from services.gateway.app import create_app as create_gateway
+from services.gateway.settings import GatewaySettings
 from services.local_redis import LocalRedis
 from services.queue.app import create_app
 from services.queue.settings import QueueSettings
@@ -51,6 +61,59 @@ def queue_settings(creds: dict[str, Any], redis_url: str) -> QueueSettings:
     )
 
 
+class Dispatcher:
+    """One port for everything, routed as Caddy routes on the VPS (the route plan in
+    services/contracts.py): the queue, each participant's ComfyUI through the gateway, the
+    `/userNNN` -> `/userNNN/` redirect, and 404 for the rest."""
+
+    def __init__(self, queue: Any, gateway: Any, users: list[str]) -> None:
+        self.apps = {Upstream.QUEUE: queue, Upstream.GATEWAY: gateway}
+        self.plan = route_plan(users)
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+            return
+        route = route_for(scope["path"], self.plan)
+        if route is None or route.upstream is Upstream.REDIRECT:
+            from starlette.responses import PlainTextResponse, RedirectResponse
+
+            if scope["type"] != "http":
+                await send({"type": "websocket.close", "code": 4404})
+                return
+            response = (
+                RedirectResponse(scope["path"] + "/", 308)
+                if route is not None
+                else PlainTextResponse(NOT_ROUTED_MESSAGE, 404)
+            )
+            await response(scope, receive, send)
+            return
+        await self.apps[route.upstream](scope, receive, send)
+
+    async def _lifespan(self, receive: Any, send: Any) -> None:
+        """Start both apps (the queue first: the gateway calls it), stop them in reverse."""
+        import contextlib
+
+        message = await receive()
+        assert message["type"] == "lifespan.startup"
+        queue = self.apps[Upstream.QUEUE]
+        gateway = self.apps[Upstream.GATEWAY]
+        async with contextlib.AsyncExitStack() as stack:
+            await stack.enter_async_context(queue.router.lifespan_context(queue))
+            await stack.enter_async_context(gateway.running())
+            await send({"type": "lifespan.startup.complete"})
+            message = await receive()
+        await send({"type": "lifespan.shutdown.complete"})
+
+
+def gateway_settings(args: argparse.Namespace, data_dir: Path) -> GatewaySettings:
+    return GatewaySettings(
+        queue_url=f"http://{args.host}:{args.port}",
+        storage={"dir": str(data_dir / "files")},
+        asset_cache_dir=data_dir / "frontend-cache",
+    )
+
+
 def print_banner(creds: dict[str, Any], queue_url: str, data_dir: Path) -> None:
     lines = [
         "",
@@ -58,9 +121,9 @@ def print_banner(creds: dict[str, Any], queue_url: str, data_dir: Path) -> None:
         f"  data directory   {data_dir}",
         f"  queue API        {queue_url}/api/   (docs: {queue_url}/api/docs)",
         f"  admin            admin / {creds['admin_password']}",
-        "  participants     " + ", ".join(f"{u} / {p}" for u, p in creds["participants"].items()),
-        "  worker tokens    "
-        + ", ".join(f"{n}: {t}" for n, t in creds["worker_tokens"].items()),
+        "  participants     (each opens their own ComfyUI, signs in with name and password)",
+        *(f"    {queue_url}/{u}/   {u} / {p}" for u, p in creds["participants"].items()),
+        "  worker tokens    " + ", ".join(f"{n}: {t}" for n, t in creds["worker_tokens"].items()),
         f"  (all of this is in {data_dir / 'credentials.json'})",
         "Ctrl-C stops everything; the data stays.",
         "",
@@ -69,7 +132,9 @@ def print_banner(creds: dict[str, Any], queue_url: str, data_dir: Path) -> None:
 
 
 async def serve(args: argparse.Namespace, creds: dict[str, Any], redis_url: str) -> None:
-    app = create_app(queue_settings(creds, redis_url))
+    queue = create_app(queue_settings(creds, redis_url))
+    gateway = create_gateway(gateway_settings(args, args.data_dir))
+    app = Dispatcher(queue, gateway, list(creds["participants"]))
     server = EmbeddedServer(
         uvicorn.Config(app, host=args.host, port=args.port, log_level="warning")
     )

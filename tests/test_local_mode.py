@@ -15,7 +15,9 @@ from services.local_redis import free_port
 from tests.queue_harness import WORKFLOW
 
 
-async def _run_local(data_dir: Path, port: int) -> asyncio.subprocess.Process:
+async def _run_local(
+    data_dir: Path, port: int, banner: list[bytes] | None = None
+) -> asyncio.subprocess.Process:
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "services.local", "--data-dir", str(data_dir),
         "--port", str(port), "--participants", "3",
@@ -25,6 +27,8 @@ async def _run_local(data_dir: Path, port: int) -> asyncio.subprocess.Process:
     async with asyncio.timeout(60):
         while b"Ctrl-C stops everything" not in (line := await proc.stdout.readline()):
             assert line, "local mode exited before it was ready"
+            if banner is not None:
+                banner.append(line)
     return proc
 
 
@@ -35,7 +39,8 @@ async def _stop(proc: asyncio.subprocess.Process) -> None:
 
 async def test_local_mode_starts_serves_and_keeps_data(tmp_path: Path) -> None:
     port = free_port()
-    proc = await _run_local(tmp_path, port)
+    banner: list[bytes] = []
+    proc = await _run_local(tmp_path, port, banner)
     creds_file = tmp_path / "credentials.json"
     assert creds_file.stat().st_mode & 0o777 == 0o600
     creds = json.loads(creds_file.read_text())
@@ -49,6 +54,17 @@ async def test_local_mode_starts_serves_and_keeps_data(tmp_path: Path) -> None:
             headers = {"Authorization": f"Bearer {token['access_token']}"}
             job = (await http.post("/api/jobs", json={"workflow": WORKFLOW},
                                    headers=headers)).json()
+            # Each participant's ComfyUI on the same port, through the gateway.
+            assert f"{base}/user001/".encode() in b"".join(banner)
+            r = await http.get("/user001")
+            assert r.status_code == 308 and r.headers["location"] == "/user001/"
+            auth = ("user001", password)
+            page = await http.get("/user001/", auth=auth)
+            assert page.status_code == 200 and "<title>ComfyUI</title>" in page.text
+            queue = (await http.get("/user001/api/queue", auth=auth)).json()
+            assert [entry[1] for entry in queue["queue_pending"]] == [job["id"]]
+            assert (await http.get("/user002/api/queue", auth=auth)).status_code == 403
+            assert (await http.get("/elsewhere")).status_code == 404
     finally:
         await _stop(proc)
     assert list((tmp_path / "redis" / "appendonlydir").glob("*.aof"))
