@@ -231,7 +231,7 @@ class GatewayApp:
         scope: Scope,
         receive: Receive,
         send: Send,
-        route: routes.Route,
+        route: routes.ComfyRoute,
         space: Space,
         path_params: dict[str, str],
     ) -> None:

@@ -18,7 +18,7 @@ Handler = Callable[..., Awaitable[Response]]
 
 
 @dataclass(frozen=True)
-class Route:
+class ComfyRoute:
     method: str
     pattern: re.Pattern[str]
     handler: Handler
@@ -26,12 +26,12 @@ class Route:
     upload: bool = False
 
 
-def _r(method: str, path: str, handler: Handler, upload: bool = False) -> Route:
+def _r(method: str, path: str, handler: Handler, upload: bool = False) -> ComfyRoute:
     regex = re.sub(r"\{(\w+)\}", r"(?P<\1>[^/]+)", path)
-    return Route(method, re.compile(f"^{regex}$"), handler, upload)
+    return ComfyRoute(method, re.compile(f"^{regex}$"), handler, upload)
 
 
-ROUTES: tuple[Route, ...] = (
+ROUTES: tuple[ComfyRoute, ...] = (
     _r("GET", "/prompt", prompts.get_prompt),
     _r("POST", "/prompt", prompts.post_prompt),
     _r("GET", "/queue", prompts.get_queue),
@@ -79,7 +79,7 @@ ROUTES: tuple[Route, ...] = (
 )
 
 #: What the frontend requests at the server root (FRONTEND.md) that needs a participant.
-ROOT_API_ROUTES: tuple[Route, ...] = (
+ROOT_API_ROUTES: tuple[ComfyRoute, ...] = (
     _r("GET", "/view", files.view),
     _r("GET", "/experiment/models", info.experiment_models),
     _r("GET", "/experiment/models/{folder}", info.experiment_models_in),
@@ -87,8 +87,8 @@ ROOT_API_ROUTES: tuple[Route, ...] = (
 
 
 def match(
-    routes: tuple[Route, ...], method: str, raw_path: str
-) -> tuple[Route | None, dict[str, str], bool]:
+    routes: tuple[ComfyRoute, ...], method: str, raw_path: str
+) -> tuple[ComfyRoute | None, dict[str, str], bool]:
     """(the route, its decoded path parameters, whether the path exists for another method)."""
     other_method = False
     for route in routes:
