@@ -261,14 +261,20 @@ async def _cancel(gw: Gateway, space: Space, job_ids: list[str]) -> None:
                 raise
 
 
-async def post_queue(request: Request, gw: Gateway, space: Space) -> Response:
-    """`{"clear": true}` empties this participant's pending jobs, `{"delete": [ids]}` deletes
-    some of them; running ones are left alone (ComfyUI's /interrupt stops those)."""
+async def _json_object(request: Request, gw: Gateway) -> dict[str, Any] | None:
+    """The body as a JSON object, or None (ComfyUI's bare 400)."""
     try:
         body = await read_json(request, gw.settings.max_json_bytes)
     except ValueError:
-        return responses.empty(400)
-    if not isinstance(body, dict):
+        return None
+    return body if isinstance(body, dict) else None
+
+
+async def post_queue(request: Request, gw: Gateway, space: Space) -> Response:
+    """`{"clear": true}` empties this participant's pending jobs, `{"delete": [ids]}` deletes
+    some of them; running ones are left alone (ComfyUI's /interrupt stops those)."""
+    body = await _json_object(request, gw)
+    if body is None:
         return responses.empty(400)
     pending = [j["id"] for j in await live_jobs(gw, space) if j["state"] == JobState.QUEUED]
     doomed: list[str] = []
@@ -349,11 +355,8 @@ async def get_history_item(request: Request, gw: Gateway, space: Space, prompt_i
 
 
 async def post_history(request: Request, gw: Gateway, space: Space) -> Response:
-    try:
-        body = await read_json(request, gw.settings.max_json_bytes)
-    except ValueError:
-        return responses.empty(400)
-    if not isinstance(body, dict):
+    body = await _json_object(request, gw)
+    if body is None:
         return responses.empty(400)
     if body.get("clear"):
         await gw.queue.json(
