@@ -92,8 +92,10 @@ class EventType(StrEnum):
     CANCEL_REQUESTED = "cancel_requested"
     REQUEUED = "requeued"
     MODE = "mode"
-    #: A ComfyUI message about a job, relayed by its worker: data = {"type", "data"}.
+    #: A ComfyUI message about a job, relayed by its worker: data = {"type", "data", "client_id"}.
     COMFY = "comfy"
+    #: A worker lacked a model or node the job needs; the job is queued again for the others.
+    DECLINED = "declined"
 
 
 #: The ComfyUI WebSocket message types a worker relays for a job, in ComfyUI's own shapes.

@@ -119,17 +119,21 @@ class WorkerClient:
         return cls(http, r.json()["worker_id"])
 
     async def lease(
-        self, wait_s: float = 0, complete: dict[str, Any] | None = None
+        self, wait_s: float = 0, complete: dict[str, Any] | None = None, prefetch: bool = False
     ) -> dict[str, Any] | None:
-        """Lease the next job; `complete` ({job_id, lease_id, outputs}) reports one first."""
-        r = await self.lease_response(wait_s, complete)
+        """Lease the next job; `complete` ({job_id, lease_id, outputs}) reports one first;
+        `prefetch`: as a busy worker (refused while another worker waits idle)."""
+        r = await self.lease_response(wait_s, complete, prefetch)
         r.raise_for_status()
         return r.json().get("lease")
 
     async def lease_response(
-        self, wait_s: float = 0, complete: dict[str, Any] | None = None
+        self, wait_s: float = 0, complete: dict[str, Any] | None = None, prefetch: bool = False
     ) -> httpx.Response:
-        body = {"worker_id": self.worker_id, "wait_s": wait_s, "complete": complete}
+        body = {
+            "worker_id": self.worker_id, "wait_s": wait_s, "complete": complete,
+            "prefetch": prefetch,
+        }
         return await self.http.post("/api/worker/lease", json=body)
 
     async def call(self, job_id: str, action: str, lease_id: str, **body: Any) -> httpx.Response:

@@ -43,8 +43,14 @@ WORKER_ENDPOINTS = [
     ("POST", "/api/worker/jobs/x/complete", {"worker_id": "w0", "lease_id": "y"}),
     ("POST", "/api/worker/jobs/x/fail", {"worker_id": "w0", "lease_id": "y", "error": {}}),
     ("POST", "/api/worker/release", {"worker_id": "w0"}),
+    ("POST", "/api/worker/jobs/x/events", {"worker_id": "w0", "lease_id": "y", "messages": []}),
+    ("POST", "/api/worker/jobs/x/release", {"worker_id": "w0", "lease_id": "y"}),
+    ("POST", "/api/worker/jobs/x/decline", {"worker_id": "w0", "lease_id": "y", "error": {}}),
+    ("PUT", "/api/worker/catalog/0", {}),
 ]
-ALL = PERSON_ENDPOINTS + ADMIN_ENDPOINTS + WORKER_ENDPOINTS
+#: Any person or worker (the pool's node catalogue: the gateway and the admin read it).
+ANYONE_ENDPOINTS = [("GET", "/api/catalog", None)]
+ALL = PERSON_ENDPOINTS + ADMIN_ENDPOINTS + WORKER_ENDPOINTS + ANYONE_ENDPOINTS
 
 
 async def _call(client: httpx.AsyncClient, method: str, path: str, body: object) -> int:
@@ -55,7 +61,8 @@ def test_every_route_is_in_the_matrix(queue_app_routes: set[tuple[str, str]]) ->
     """A new endpoint must be added here, so its authorization is tested too."""
     public = {("GET", "/api/health"), ("GET", "/api/ready"), ("POST", "/api/auth/token")}
     covered = {(m, p.split("?")[0].replace("0123", "{job_id}").replace("/x/", "/{job_id}/")
-                .replace("dave", "{uid}").replace("bob", "{uid}").replace("/w1", "/{name}"))
+                .replace("dave", "{uid}").replace("bob", "{uid}").replace("/w1", "/{name}")
+                .replace("/catalog/0", "/catalog/{digest}"))
                for m, p, _ in ALL}
     assert queue_app_routes - public == covered
 

@@ -219,3 +219,59 @@ def with_models(catalog: Catalog, models: Mapping[str, Iterable[str]]) -> Catalo
         return sorted(set(current) | set(models.get(folder, ())))
 
     return with_file_lists(catalog, files_for)
+
+
+def merge_catalogs(catalogs: Iterable[Catalog]) -> Catalog:
+    """One catalogue for a pool of ComfyUIs: every node class any of them has, and each combo
+    listing the values any of them offers (a model one worker has is listed: the queue sends the
+    job to a worker that has it). Classes and values keep the first catalogue's order; values
+    only others have follow, and file lists (uploads, models) stay sorted as ComfyUI sorts
+    them."""
+    merged: Catalog = {}
+    for catalog in catalogs:
+        for class_type, info in catalog.items():
+            if class_type not in merged:
+                merged[class_type] = copy.deepcopy(info)
+                continue
+            inputs = merged[class_type].setdefault("input", {})
+            for category in ("required", "optional"):
+                specs = info.get("input", {}).get(category) or {}
+                if not specs:
+                    continue
+                own = inputs[category] = inputs.get(category) or {}
+                for name, spec in specs.items():
+                    if name not in own:
+                        own[name] = copy.deepcopy(spec)
+                    else:
+                        _merge_combo(own[name], spec, name in MODEL_INPUT_FOLDERS)
+    return merged
+
+
+def _merge_combo(own: list[Any], other: list[Any], sort: bool) -> None:
+    """Add `other`'s combo values to `own` (an input spec), in place."""
+    if isinstance(own[0], list) and isinstance(other[0], list):
+        own[0] = _union(own[0], other[0], sort or _is_file_list(own))
+    elif (
+        own[0] == "COMBO" == other[0]
+        and len(own) > 1
+        and len(other) > 1
+        and isinstance(own[1], dict)
+        and isinstance(other[1], dict)
+    ):
+        own[1]["options"] = _union(
+            own[1].get("options", []), other[1].get("options", []), sort or _is_file_list(own)
+        )
+
+
+def _is_file_list(spec: list[Any]) -> bool:
+    return len(spec) > 1 and isinstance(spec[1], dict) and any(spec[1].get(f) for f in UPLOAD_FLAGS)
+
+
+def _union(first: list[Any], second: list[Any], sort: bool) -> list[Any]:
+    seen = set(map(_hashable, first))
+    values = list(first) + [v for v in second if _hashable(v) not in seen]
+    return sorted(values, key=str) if sort else values
+
+
+def _hashable(value: Any) -> Any:
+    return value if isinstance(value, (str, int, float, bool, type(None))) else repr(value)

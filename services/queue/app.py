@@ -15,7 +15,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 from starlette.types import Receive, Scope, Send
 
-from services.queue.api import admin, jobs, ops, pool, workers
+from services.queue.api import admin, catalog, jobs, ops, pool, workers
 from services.queue.api.errors import STORAGE_DOWN, validation_error
 from services.queue.api.hotpath import HotPath, HotRoute
 from services.queue.auth import Authenticator, require_person, require_worker
@@ -52,6 +52,8 @@ async def _reap_forever(store: JobStore, interval_s: float, stop: asyncio.Event)
         try:
             for job_id, state in await store.reap():
                 log.warning("lease expired", job=job_id, now=state)
+            for job_id in await store.reap_declined():
+                log.warning("declined by every live worker", job=job_id, now="failed")
         except (RedisError, OSError) as exc:
             log.warning("reaper could not reach redis", error=str(exc))
         with contextlib.suppress(TimeoutError):
@@ -123,6 +125,6 @@ def create_app(settings: QueueSettings | None = None) -> FastAPI:
         log.error("redis error", error=str(exc))
         return JSONResponse({"detail": STORAGE_DOWN}, status_code=503)
 
-    for module in (ops, jobs, pool, workers, admin):
+    for module in (ops, jobs, pool, workers, catalog, admin):
         app.include_router(module.router)
     return app

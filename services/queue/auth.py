@@ -261,6 +261,11 @@ async def require_admin(request: Request) -> Principal:
     return principal
 
 
+async def require_authenticated(request: Request) -> Principal:
+    """Any person or worker with valid credentials."""
+    return await _principal(request)
+
+
 async def require_worker(request: Request) -> Principal:
     principal = await _principal(request)
     if not principal.is_worker:
@@ -278,3 +283,4 @@ async def websocket_principal(websocket: WebSocket) -> Principal:
 Person = Annotated[Principal, Depends(require_person)]
 Admin = Annotated[Principal, Depends(require_admin)]
 Worker = Annotated[Principal, Depends(require_worker)]
+Anyone = Annotated[Principal, Depends(require_authenticated)]

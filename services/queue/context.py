@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from services.queue.auth import Authenticator
+from services.queue.catalog import PoolCatalog
 from services.queue.events import EventHub
 from services.queue.metrics import QueueMetrics
 from services.queue.settings import QueueSettings
@@ -18,3 +19,4 @@ class QueueContext:
     auth: Authenticator
     hub: EventHub
     metrics: QueueMetrics
+    pool_catalog: PoolCatalog = field(default_factory=PoolCatalog)

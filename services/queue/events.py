@@ -28,7 +28,9 @@ log = structlog.get_logger(__name__)
 
 #: One XREAD waits at most this long; it must stay well under the client's socket timeout.
 _BLOCK_MS = 2000
-_MODE = EventType.MODE.encode()
+#: Events after which every long-polling worker looks again: a mode change, and a job declined
+#: by one worker (the one woken first may be the decliner, who will not take it).
+_WAKE_ALL = frozenset({EventType.MODE.encode(), EventType.DECLINED.encode()})
 
 
 @dataclass
@@ -84,32 +86,37 @@ class Subscriber:
 
 
 class LeaseWaiters:
-    """Workers parked in long-poll, woken one per ready job, oldest first."""
+    """Workers parked in long-poll, woken one per ready job, oldest first; idle workers before
+    prefetching ones (a busy worker asking for a job to queue behind its running one), so a
+    job goes to a free GPU when one waits on this replica."""
 
     def __init__(self) -> None:
         self._waiting: deque[asyncio.Future[None]] = deque()
+        self._prefetching: deque[asyncio.Future[None]] = deque()
 
-    def add(self) -> asyncio.Future[None]:
+    def add(self, prefetch: bool = False) -> asyncio.Future[None]:
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiting.append(fut)
+        (self._prefetching if prefetch else self._waiting).append(fut)
         return fut
 
     def discard(self, fut: asyncio.Future[None]) -> None:
-        with contextlib.suppress(ValueError):
-            self._waiting.remove(fut)
+        for line in (self._waiting, self._prefetching):
+            with contextlib.suppress(ValueError):
+                line.remove(fut)
         if fut.done() and not fut.cancelled():
             # It was woken but did not use the wake-up: pass it on.
             self.wake(1)
 
     def wake(self, count: int = 1) -> None:
-        while count > 0 and self._waiting:
-            fut = self._waiting.popleft()
-            if not fut.done():
-                fut.set_result(None)
-                count -= 1
+        for line in (self._waiting, self._prefetching):
+            while count > 0 and line:
+                fut = line.popleft()
+                if not fut.done():
+                    fut.set_result(None)
+                    count -= 1
 
     def wake_all(self) -> None:
-        self.wake(len(self._waiting))
+        self.wake(len(self._waiting) + len(self._prefetching))
 
 
 class EventHub:
@@ -171,10 +178,10 @@ class EventHub:
 
     def _dispatch(self, entry_id: bytes, fields: dict[bytes, bytes]) -> None:
         # The Lua scripts mark the events after which one more job is claimable.
-        if fields.get(b"wake") == b"1":
-            self.waiters.wake(1)
-        elif fields.get(b"type") == _MODE:
+        if fields.get(b"type") in _WAKE_ALL:
             self.waiters.wake_all()
+        elif fields.get(b"wake") == b"1":
+            self.waiters.wake(1)
         if not self._subscribers:  # most entries: nobody watching here, nothing to decode
             return
         event = _parse(entry_id, fields)

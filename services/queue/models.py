@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from services.contracts import JOB_ID_PATTERN, JobState, Mode, Role
+from services.contracts import COMFY_JOB_MESSAGES, JOB_ID_PATTERN, JobState, Mode, Role
 
 
 class Job(BaseModel):
@@ -35,6 +35,12 @@ class Job(BaseModel):
     cancel_requested: bool = False
     position: int | None = Field(default=None, description="1-based estimate while queued")
     client_id: str | None = None
+    gpu_ms: int | None = Field(
+        default=None, description="ComfyUI's execution_start to its end, as the worker measured"
+    )
+    history: dict[str, Any] | None = Field(
+        default=None, description="ComfyUI's history entry (status, meta) without prompt/outputs"
+    )
 
 
 class JobWithWorkflow(Job):
@@ -78,6 +84,18 @@ class LeaseResponse(BaseModel):
     )
 
 
+#: A sha256 digest in hex: how catalogues are named.
+SHA256_HEX = r"^[0-9a-f]{64}$"
+
+
+class ComfyInfo(BaseModel):
+    """The ComfyUI a worker drives."""
+
+    version: str | None = Field(default=None, max_length=64)
+    url: str | None = Field(default=None, max_length=256)
+    up: bool = False
+
+
 class WorkerRegistration(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -89,7 +107,20 @@ class WorkerRegistration(BaseModel):
     )
     provider: str = Field(default="unknown", max_length=64)
     gpu: str = Field(default="unknown", max_length=128)
-    models: list[str] = Field(default_factory=list, max_length=10_000)
+    vram_total_mb: int | None = Field(default=None, ge=0)
+    models: dict[str, list[str]] = Field(
+        default_factory=dict, max_length=100, description="model files on disk, by folder"
+    )
+    hourly_eur: float | None = Field(default=None, ge=0)
+    catalog_hash: str | None = Field(
+        default=None,
+        pattern=SHA256_HEX,
+        description="sha256 of the exact /object_info bytes of its ComfyUI",
+    )
+    comfyui: ComfyInfo | None = None
+    system_stats: dict[str, Any] | None = Field(
+        default=None, description="its ComfyUI's /system_stats, as is"
+    )
     capabilities: dict[str, Any] = Field(default_factory=dict)
 
 
@@ -107,10 +138,17 @@ class Finished(BaseModel):
     job_id: str
     lease_id: str
     outputs: dict[str, Any] = Field(default_factory=dict)
+    gpu_ms: int | None = Field(default=None, ge=0)
+    history: dict[str, Any] | None = None
 
 
 class LeaseRequest(WorkerRef):
     wait_s: float = Field(default=20.0, ge=0)
+    prefetch: bool = Field(
+        default=False,
+        description="I am busy: lease me a job to queue behind my running one, but only if no "
+        "other worker is idle and waiting",
+    )
     complete: Finished | None = Field(
         default=None,
         description="record this job's success first (as /jobs/{id}/complete would), then "
@@ -127,8 +165,20 @@ class HeldLease(BaseModel):
     lease_id: str
 
 
+class WorkerStatus(BaseModel):
+    """A worker's health line, for the admin view (and, as a file, the host's watchdog)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    state: Literal["idle", "busy", "draining", "starting"]
+    job: str | None = None
+    comfyui: Literal["up", "down"]
+    jobs_done: int = Field(default=0, ge=0)
+
+
 class HeartbeatRequest(WorkerRef):
     leases: list[HeldLease] = Field(default_factory=list, max_length=64)
+    status: WorkerStatus | None = None
 
 
 class HeartbeatResponse(BaseModel):
@@ -149,11 +199,38 @@ class CancelFlag(BaseModel):
 
 class CompleteRequest(LeaseRef):
     outputs: dict[str, Any] = Field(default_factory=dict)
+    gpu_ms: int | None = Field(default=None, ge=0)
+    history: dict[str, Any] | None = Field(
+        default=None, description="ComfyUI's history entry without prompt and outputs"
+    )
 
 
 class FailRequest(LeaseRef):
     error: dict[str, Any]
     retry: bool = Field(default=False, description="true for host trouble, not graph errors")
+    gpu_ms: int | None = Field(default=None, ge=0)
+    history: dict[str, Any] | None = None
+
+
+class ComfyMessage(BaseModel):
+    """One ComfyUI WebSocket message about a job, in ComfyUI's own shape."""
+
+    type: Literal[(*COMFY_JOB_MESSAGES, "preview")]  # type: ignore[valid-type]
+    data: dict[str, Any]
+
+
+class RelayRequest(LeaseRef):
+    messages: list[ComfyMessage] = Field(max_length=1000)
+
+
+class DeclineRequest(LeaseRef):
+    error: dict[str, Any] = Field(
+        description="ComfyUI's error for this graph on this worker (its /prompt 400 body)"
+    )
+
+
+class StateResponse(BaseModel):
+    state: str
 
 
 class WorkerInfo(BaseModel):
@@ -163,6 +240,9 @@ class WorkerInfo(BaseModel):
     registered_at: int | None
     info: dict[str, Any]
     jobs: list[str]
+    status: dict[str, Any] | None = Field(
+        default=None, description="its last heartbeat's status line"
+    )
 
 
 class ModeBody(BaseModel):

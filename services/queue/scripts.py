@@ -117,7 +117,8 @@ class Scripts:
         "events_maxlen", "extra_data", "default_mode",
     )
     claim = Script(
-        "worker_id", "lease_id", "lease_ms", "running_limit", "default_mode", "events_maxlen"
+        "worker_id", "lease_id", "lease_ms", "running_limit", "default_mode", "events_maxlen",
+        "prefetch", "idle_ms",
     )
     start = Script("job_id", "lease_id", "events_maxlen")
     progress = Script("job_id", "lease_id", "lease_ms", "progress", "events_maxlen")
@@ -125,15 +126,16 @@ class Scripts:
     heartbeat = Script("worker_id", "lease_ms", "leases")
     complete = Script(
         "job_id", "lease_id", "outputs", "running_limit", "retention_s", "history",
-        "events_maxlen",
+        "events_maxlen", "gpu_ms", "comfy_history",
     )
     complete_claim = Script(
         "job_id", "lease_id", "outputs", "running_limit", "retention_s", "history",
-        "events_maxlen", "worker_id", "next_lease_id", "lease_ms", "default_mode",
+        "events_maxlen", "worker_id", "next_lease_id", "lease_ms", "default_mode", "gpu_ms",
+        "comfy_history", "prefetch", "idle_ms",
     )
     fail = Script(
         "job_id", "lease_id", "error_json", "retry", "max_attempts", "running_limit",
-        "retention_s", "history", "events_maxlen",
+        "retention_s", "history", "events_maxlen", "gpu_ms", "comfy_history",
     )
     cancel = Script(
         "job_id", "requester", "running_limit", "retention_s", "history", "events_maxlen"
@@ -147,6 +149,21 @@ class Scripts:
     reconcile = Script("running_limit")
     delete_job = Script("job_id", "requester")
     clear_history = Script("user")
+    # The worker protocol's additions (docs/architecture.md: "Prefetch, declines, relay").
+    #: messages: JSON [<JSON text of {"type", "data"}>, ...]
+    relay = Script(
+        "job_id", "lease_id", "lease_ms", "messages", "progress", "start", "events_maxlen"
+    )
+    release_job = Script(
+        "job_id", "lease_id", "running_limit", "retention_s", "history", "events_maxlen"
+    )
+    decline = Script(
+        "job_id", "lease_id", "error_json", "lost_after_ms", "running_limit", "retention_s",
+        "history", "events_maxlen",
+    )
+    reap_declined = Script(
+        "lost_after_ms", "running_limit", "retention_s", "history", "events_maxlen"
+    )
 
     def __init__(self, redis: Redis, prefix: str) -> None:
         """Prepend the shared helpers to each script, check its argument line against its

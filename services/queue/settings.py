@@ -54,6 +54,8 @@ class QueueSettings(BaseSettings):
     reap_interval_s: float = Field(default=1.0, gt=0)
 
     max_body_bytes: int = Field(default=2 * 1024 * 1024, gt=0)
+    #: A worker's node catalogue (/object_info) once inflated; it arrives gzipped.
+    max_catalog_bytes: int = Field(default=64 * 1024 * 1024, gt=0)
     history_per_user: int = Field(default=200, gt=0)
     retention_s: int = Field(default=7 * 24 * 3600, gt=0)
     events_maxlen: int = Field(default=50_000, gt=100)

@@ -120,6 +120,13 @@ def _int_or_none(value: str | None) -> int | None:
     return int(value) if value else None
 
 
+def _optional(value: Any) -> bytes | str:
+    """An optional script argument: JSON (a number for ints), or '' for none."""
+    if value is None:
+        return ""
+    return str(value) if isinstance(value, int) else orjson.dumps(value)
+
+
 def job_from_hash(fields: dict[str, str], position: int | None = None) -> Job:
     """Turn a job hash into the API's job record."""
     meta = _json_or_none(fields.get("meta")) or {}
@@ -141,6 +148,8 @@ def job_from_hash(fields: dict[str, str], position: int | None = None) -> Job:
         cancel_requested=fields.get("cancel_requested") == "1",
         position=position if fields["state"] == JobState.QUEUED else None,
         client_id=meta.get("client_id"),
+        gpu_ms=_int_or_none(fields.get("gpu_ms")),
+        history=_json_or_none(fields.get("comfy_history")),
     )
 
 
@@ -356,25 +365,38 @@ class JobStore:
             pipe.delete(self.key("worker", worker_id))
             pipe.hset(
                 self.key("worker", worker_id),
-                mapping={"info": orjson.dumps(info), "registered_at": now_ms, "state": "active"},
+                mapping={
+                    "info": orjson.dumps(info), "registered_at": now_ms, "state": "active",
+                    "catalog": info.get("catalog_hash") or "",
+                },
             )
             pipe.zadd(self.key("workers"), {worker_id: now_ms})
             await pipe.execute()
 
-    async def claim(self, worker_id: str) -> Claim:
+    async def claim(self, worker_id: str, prefetch: bool = False, idle_ms: int = 0) -> Claim:
         """Lease the next job by the current mode (if any is ready), and tell the worker
-        which of its jobs were cancelled meanwhile."""
+        which of its jobs were cancelled meanwhile. `prefetch`: the worker is busy (refused
+        while any worker waits idle); `idle_ms` > 0: an idle worker that finds nothing is
+        marked as waiting for that long (see `lease_next` in lua/lib.lua)."""
         s = self.settings
         lease_id = new_id()
         result = await self.scripts.claim(
             worker_id=worker_id, lease_id=lease_id, lease_ms=self._lease_ms,
             running_limit=s.max_running_per_user, default_mode=s.mode,
-            events_maxlen=s.events_maxlen,
+            events_maxlen=s.events_maxlen, prefetch=int(prefetch), idle_ms=idle_ms,
         )
         return _claim(result, lease_id)
 
     async def complete_and_claim(
-        self, job_id: str, lease_id: str, outputs: dict[str, Any], worker_id: str
+        self,
+        job_id: str,
+        lease_id: str,
+        outputs: dict[str, Any],
+        worker_id: str,
+        gpu_ms: int | None = None,
+        comfy_history: dict[str, Any] | None = None,
+        prefetch: bool = False,
+        idle_ms: int = 0,
     ) -> tuple[Completion, Claim]:
         """`complete`, then `claim` for the same worker, in one atomic step. Nothing is
         leased if the completion is refused (LeaseLost / JobNotFound)."""
@@ -385,6 +407,8 @@ class JobStore:
             running_limit=s.max_running_per_user, retention_s=s.retention_s,
             history=s.history_per_user, events_maxlen=s.events_maxlen, worker_id=worker_id,
             next_lease_id=next_lease_id, lease_ms=self._lease_ms, default_mode=s.mode,
+            gpu_ms=_optional(gpu_ms), comfy_history=_optional(comfy_history),
+            prefetch=int(prefetch), idle_ms=idle_ms,
         )
         return self._completion(done, job_id), _claim(claimed[0], next_lease_id)
 
@@ -414,12 +438,20 @@ class JobStore:
         )
         return [_text(c) or "" for c in cancel], [_text(x) or "" for x in lost]
 
-    async def complete(self, job_id: str, lease_id: str, outputs: dict[str, Any]) -> Completion:
+    async def complete(
+        self,
+        job_id: str,
+        lease_id: str,
+        outputs: dict[str, Any],
+        gpu_ms: int | None = None,
+        comfy_history: dict[str, Any] | None = None,
+    ) -> Completion:
         s = self.settings
         done = await self.scripts.complete(
             job_id=job_id, lease_id=lease_id, outputs=orjson.dumps(outputs),
             running_limit=s.max_running_per_user, retention_s=s.retention_s,
             history=s.history_per_user, events_maxlen=s.events_maxlen,
+            gpu_ms=_optional(gpu_ms), comfy_history=_optional(comfy_history),
         )
         return self._completion(done, job_id)
 
@@ -431,7 +463,13 @@ class JobStore:
         return Completion(queued_at, leased_at, started_at, finished_at)
 
     async def fail(
-        self, job_id: str, lease_id: str, error: dict[str, Any], retry: bool
+        self,
+        job_id: str,
+        lease_id: str,
+        error: dict[str, Any],
+        retry: bool,
+        gpu_ms: int | None = None,
+        comfy_history: dict[str, Any] | None = None,
     ) -> str:
         """Record a failure; returns the job's new state (failed, queued or cancelled)."""
         s = self.settings
@@ -439,11 +477,103 @@ class JobStore:
             job_id=job_id, lease_id=lease_id, error_json=orjson.dumps(error), retry=int(retry),
             max_attempts=s.max_attempts, running_limit=s.max_running_per_user,
             retention_s=s.retention_s, history=s.history_per_user, events_maxlen=s.events_maxlen,
+            gpu_ms=_optional(gpu_ms), comfy_history=_optional(comfy_history),
         )
         self._check(status, job_id)
         return _text(rest[0]) or ""
 
+    # -- the worker protocol's additions (docs/architecture.md) --------------------------
+    async def relay(
+        self, job_id: str, lease_id: str, messages: list[bytes], progress: dict[str, Any] | None,
+        start: bool,
+    ) -> bool:
+        """Append ComfyUI's messages about a job as `comfy` events, in order (each an encoded
+        `{"type", "data"}` object); renews the lease. Returns whether to cancel."""
+        status, *rest = await self.scripts.relay(
+            job_id=job_id, lease_id=lease_id, lease_ms=self._lease_ms,
+            messages=orjson.dumps([m.decode() for m in messages]), progress=_optional(progress),
+            start=int(start), events_maxlen=self.settings.events_maxlen,
+        )
+        self._check(status, job_id)
+        return _text(rest[0]) == "1"
+
+    async def release_job(self, job_id: str, lease_id: str) -> str:
+        """Give one held job back without spending its attempt; returns its new state."""
+        s = self.settings
+        status, *rest = await self.scripts.release_job(
+            job_id=job_id, lease_id=lease_id, running_limit=s.max_running_per_user,
+            retention_s=s.retention_s, history=s.history_per_user, events_maxlen=s.events_maxlen,
+        )
+        self._check(status, job_id)
+        return _text(rest[0]) or ""
+
+    async def decline(self, job_id: str, lease_id: str, error: dict[str, Any]) -> str:
+        """The worker lacks what the job needs: queued again for the others (failed with
+        `error` if no live worker is left that has not declined it). Returns the new state."""
+        s = self.settings
+        status, *rest = await self.scripts.decline(
+            job_id=job_id, lease_id=lease_id, error_json=orjson.dumps(error),
+            lost_after_ms=int(s.worker_lost_after_s * 1000), running_limit=s.max_running_per_user,
+            retention_s=s.retention_s, history=s.history_per_user, events_maxlen=s.events_maxlen,
+        )
+        self._check(status, job_id)
+        return _text(rest[0]) or ""
+
+    async def reap_declined(self) -> list[str]:
+        """Fail the queued jobs that every live worker declined; returns their ids."""
+        s = self.settings
+        failed = await self.scripts.reap_declined(
+            lost_after_ms=int(s.worker_lost_after_s * 1000), running_limit=s.max_running_per_user,
+            retention_s=s.retention_s, history=s.history_per_user, events_maxlen=s.events_maxlen,
+        )
+        return [_text(j) or "" for j in failed]
+
+    async def set_worker_status(self, worker_id: str, status: dict[str, Any]) -> None:
+        """Keep a worker's last health line (its heartbeat's `status`) for the admin view."""
+        await self.redis.hset(self.key("worker", worker_id), "status", orjson.dumps(status))
+
+    async def has_catalog(self, digest: str) -> bool:
+        return bool(await self.redis.exists(self.key("catalog", digest)))
+
+    async def put_catalog(self, digest: str, raw: bytes) -> None:
+        """Keep a node catalogue (`/object_info` bytes) under its sha256, compressed, and
+        remember it as the last one any worker sent."""
+        blob = await _compress(raw)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.set(self.key("catalog", digest), blob)
+            pipe.set(self.key("catalog_last"), digest)
+            await pipe.execute()
+
+    async def get_catalog(self, digest: str) -> bytes | None:
+        blob = await self.redis.get(self.key("catalog", digest))
+        if blob is None:
+            return None
+        if len(blob) > _OFFLOAD_BYTES // 4:
+            return await asyncio.to_thread(zlib.decompress, blob)
+        return zlib.decompress(blob)
+
+    async def catalog_hashes(self) -> list[str]:
+        """The catalogues of the live workers (sorted, distinct), or else the last one any
+        worker sent ([] if none ever did)."""
+        now_ms = await self._now_ms()
+        lost_after_ms = self.settings.worker_lost_after_s * 1000
+        live = await self.redis.zrange(
+            self.key("workers"), now_ms - lost_after_ms, "+inf", byscore=True
+        )
+        digests: set[str] = set()
+        if live:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for worker_id in live:
+                    pipe.hget(self.key("worker", _text(worker_id) or ""), "catalog")
+                found = await pipe.execute()
+            digests = {d for d in (_text(x) for x in found) if d}
+        if not digests:
+            last = _text(await self.redis.get(self.key("catalog_last")))
+            digests = {last} if last else set()
+        return sorted(digests)
+
     async def release(self, worker_id: str) -> int:
+        """Requeue every job of a leaving worker (no attempt spent); returns their count."""
         s = self.settings
         return int(
             await self.scripts.release(
@@ -494,6 +624,7 @@ class JobStore:
                     registered_at=_int_or_none(raw.get("registered_at")),
                     info=_json_or_none(raw.get("info")) or {},
                     jobs=sorted(jobs),
+                    status=_json_or_none(raw.get("status")),
                 )
             )
         return out

@@ -9,7 +9,7 @@ from typing import Any
 
 import orjson
 from fastapi import APIRouter, HTTPException, Response, status
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from services.queue.api.deps import Ctx
 from services.queue.auth import Principal, Worker
@@ -17,6 +17,7 @@ from services.queue.context import QueueContext
 from services.queue.models import (
     CancelFlag,
     CompleteRequest,
+    DeclineRequest,
     FailRequest,
     Finished,
     HeartbeatRequest,
@@ -25,6 +26,8 @@ from services.queue.models import (
     LeaseRequest,
     LeaseResponse,
     ProgressRequest,
+    RelayRequest,
+    StateResponse,
     WorkerRef,
     WorkerRegistration,
 )
@@ -33,10 +36,19 @@ from services.queue.store import Claim, JobNotFound, LeaseLost
 router = APIRouter(prefix="/api/worker", tags=["worker"])
 
 
+#: An idle worker whose long-poll ended stays marked idle this much longer: it is about to
+#: poll again, and meanwhile no busy worker may prefetch the job it would get.
+IDLE_GRACE_MS = 2000
+
+
 class RegisterResponse(BaseModel):
     worker_id: str
     lease_ttl_s: float
     lease_wait_max_s: float
+    catalog_wanted: bool = Field(
+        description="the queue has no catalogue under this catalog_hash: PUT it "
+        "(/api/worker/catalog/{catalog_hash})"
+    )
 
 
 class Released(BaseModel):
@@ -83,10 +95,12 @@ def _lease_response(claim: Claim, lease_ttl_s: float) -> Response:
 async def register(body: WorkerRegistration, who: Worker, ctx: Ctx) -> RegisterResponse:
     worker_id = who.id + (f"/{body.instance}" if body.instance else "")
     await ctx.store.register_worker(worker_id, body.model_dump(exclude={"instance"}))
+    wanted = body.catalog_hash is not None and not await ctx.store.has_catalog(body.catalog_hash)
     return RegisterResponse(
         worker_id=worker_id,
         lease_ttl_s=ctx.settings.lease_ttl_s,
         lease_wait_max_s=ctx.settings.lease_wait_max_s,
+        catalog_wanted=wanted,
     )
 
 
@@ -95,21 +109,28 @@ async def lease(body: LeaseRequest, who: Worker, ctx: Ctx) -> Response:
     """Long-poll: answer at once with a job if one is ready, else when one becomes ready,
     else with no job after `wait_s` (capped by the server). `cancel` lists held jobs whose
     owner cancelled them; with any, the call answers at once. With `complete`, the finished
-    job is recorded first; if that is refused (409), no new lease is taken."""
+    job is recorded first; if that is refused (409), no new lease is taken.
+
+    `prefetch`: the worker is busy and wants a job to queue behind its running one. That is
+    refused while any worker (on any replica) waits in an idle long-poll; an idle worker that
+    waits is marked so in Redis for the rest of its wait (see `lease_next` in lua/lib.lua)."""
     worker_id = _own_worker_id(who, body.worker_id)
     finished = body.complete
+    prefetch = body.prefetch
     waiters = ctx.hub.waiters
     loop = asyncio.get_running_loop()
     deadline = loop.time() + min(body.wait_s, ctx.settings.lease_wait_max_s)
     while True:
         # Register as a waiter before looking: a job queued in between still wakes us.
-        wake = waiters.add()
+        wake = waiters.add(prefetch)
+        remaining_ms = int((deadline - loop.time()) * 1000)
+        idle_ms = remaining_ms + IDLE_GRACE_MS if remaining_ms > 0 and not prefetch else 0
         try:
             if finished is not None:
-                claim = await _complete_and_claim(ctx, worker_id, finished)
+                claim = await _complete_and_claim(ctx, worker_id, finished, prefetch, idle_ms)
                 finished = None
             else:
-                claim = await ctx.store.claim(worker_id)
+                claim = await ctx.store.claim(worker_id, prefetch, idle_ms)
         except BaseException:
             waiters.discard(wake)
             raise
@@ -138,6 +159,8 @@ async def heartbeat(body: HeartbeatRequest, who: Worker, ctx: Ctx) -> HeartbeatR
     """Renew the worker's liveness and the leases it still holds."""
     worker_id = _own_worker_id(who, body.worker_id)
     leases = [(h.job_id, h.lease_id) for h in body.leases]
+    if body.status is not None:
+        await ctx.store.set_worker_status(worker_id, body.status.model_dump())
     cancel, lost = await ctx.store.heartbeat(worker_id, leases)
     return HeartbeatResponse(cancel=cancel, lost=lost)
 
@@ -162,34 +185,75 @@ async def complete(job_id: str, body: CompleteRequest, who: Worker, ctx: Ctx) ->
     """Record the outputs. Refused (409) unless the caller still holds the lease, so a job
     never has two results."""
     _own_worker_id(who, body.worker_id)
-    await _complete(ctx, job_id, body.lease_id, body.outputs)
-
-
-async def _complete(ctx: QueueContext, job_id: str, lease_id: str, outputs: dict[str, Any]) -> None:
     with _held_lease(job_id):
-        done = await ctx.store.complete(job_id, lease_id, outputs)
+        done = await ctx.store.complete(
+            job_id, body.lease_id, body.outputs, body.gpu_ms, body.history
+        )
     ctx.metrics.observe_completion(done)
 
 
-async def _complete_and_claim(ctx: QueueContext, worker_id: str, finished: Finished) -> Claim:
+async def _complete_and_claim(
+    ctx: QueueContext, worker_id: str, finished: Finished, prefetch: bool, idle_ms: int
+) -> Claim:
     with _held_lease(finished.job_id):
         done, claim = await ctx.store.complete_and_claim(
-            finished.job_id, finished.lease_id, finished.outputs, worker_id
-        )
+            finished.job_id, finished.lease_id, finished.outputs, worker_id,
+            finished.gpu_ms, finished.history, prefetch, idle_ms,
+        )  # fmt: skip
     ctx.metrics.observe_completion(done)
     return claim
 
 
-class FailResponse(BaseModel):
-    state: str
-
-
-@router.post("/jobs/{job_id}/fail", response_model=FailResponse)
-async def fail(job_id: str, body: FailRequest, who: Worker, ctx: Ctx) -> FailResponse:
+@router.post("/jobs/{job_id}/fail", response_model=StateResponse)
+async def fail(job_id: str, body: FailRequest, who: Worker, ctx: Ctx) -> StateResponse:
     _own_worker_id(who, body.worker_id)
     with _held_lease(job_id):
-        state = await ctx.store.fail(job_id, body.lease_id, body.error, body.retry)
-    return FailResponse(state=state)
+        state = await ctx.store.fail(
+            job_id, body.lease_id, body.error, body.retry, body.gpu_ms, body.history
+        )
+    return StateResponse(state=state)
+
+
+#: The ComfyUI message whose data becomes the job's `progress` field.
+_PROGRESS = "progress"
+
+
+@router.post("/jobs/{job_id}/events", response_model=CancelFlag)
+async def relay(job_id: str, body: RelayRequest, who: Worker, ctx: Ctx) -> CancelFlag:
+    """ComfyUI's messages about the job, in the order ComfyUI sent them: one `comfy` event
+    each, data `{"type", "data", "client_id"}`. Renews the lease; `execution_start` marks the
+    job running, a `progress` message sets its progress. `cancel`: interrupt it."""
+    _own_worker_id(who, body.worker_id)
+    encoded = [orjson.dumps({"type": m.type, "data": m.data}) for m in body.messages]
+    steps = [m.data for m in body.messages if m.type == _PROGRESS]
+    progress = (
+        {k: steps[-1].get(k) for k in ("value", "max", "node") if k in steps[-1]}
+        if steps
+        else None
+    )
+    start = any(m.type == "execution_start" for m in body.messages)
+    with _held_lease(job_id):
+        cancel = await ctx.store.relay(job_id, body.lease_id, encoded, progress, start)
+    return CancelFlag(cancel=cancel)
+
+
+@router.post("/jobs/{job_id}/release", response_model=StateResponse)
+async def release_job(job_id: str, body: LeaseRef, who: Worker, ctx: Ctx) -> StateResponse:
+    """Give one job back without spending its attempt (a prefetched job at shutdown, a running
+    one whose shutdown grace ran out): it goes to the head of its owner's queue."""
+    _own_worker_id(who, body.worker_id)
+    with _held_lease(job_id):
+        return StateResponse(state=await ctx.store.release_job(job_id, body.lease_id))
+
+
+@router.post("/jobs/{job_id}/decline", response_model=StateResponse)
+async def decline(job_id: str, body: DeclineRequest, who: Worker, ctx: Ctx) -> StateResponse:
+    """This worker lacks a model or node the graph needs: the job goes back for another
+    worker without spending an attempt and is never offered to this one again; if no live
+    worker is left that has not declined it, it fails with `error`."""
+    _own_worker_id(who, body.worker_id)
+    with _held_lease(job_id):
+        return StateResponse(state=await ctx.store.decline(job_id, body.lease_id, body.error))
 
 
 @router.post("/release", response_model=Released)

@@ -7,10 +7,7 @@ local f = redis.call('HMGET', job, 'state', 'user', 'level')
 local state, uid, lvl = f[1], f[2], f[3]
 if not state or (requester ~= '' and requester ~= uid) then return {'not_found'} end
 if state == 'queued' then
-  redis.call('ZREM', k('uq', uid, lvl), job_id)
-  redis.call('ZREM', k('pending'), job_id)
-  redis.call('HINCRBY', k('queued'), uid, -1)
-  ready_level(uid, lvl, is_eligible(uid, tonumber(running_limit)))  -- its level's head may change
+  dequeue(job_id, uid, lvl, tonumber(running_limit))
   finish(job_id, uid, state, 'cancelled', tonumber(retention_s), tonumber(history))
   emit(events_maxlen, 'cancelled', job_id, uid, 'cancelled')
   return {'ok', 'cancelled'}

@@ -1,8 +1,9 @@
 -- The job failed on the worker. A retryable failure (the worker's ComfyUI died, say) goes
 -- back to the head of the user's queue while attempts remain; a cancelled job ends cancelled.
--- error_json is ComfyUI's error (JSON), retry '0' or '1'.
+-- error_json is ComfyUI's error (JSON), retry '0' or '1'; gpu_ms and comfy_history as in
+-- complete.lua.
 local job_id, lease_id, error_json, retry, max_attempts, running_limit, retention_s, history,
-  events_maxlen = args()
+  events_maxlen, gpu_ms, comfy_history = args()
 local f, err = held(job_id, lease_id)
 if err then return {err} end
 local state, uid, worker = f[1], f[3], f[4]
@@ -11,6 +12,7 @@ running_limit, retention_s, history = tonumber(running_limit), tonumber(retentio
 local job = k('job', job_id)
 local attempt = tonumber(redis.call('HGET', job, 'attempt'))
 unlease(job_id, uid, worker, running_limit)
+record_run(job_id, gpu_ms, comfy_history)
 if redis.call('HGET', job, 'cancel_requested') == '1' then
   finish(job_id, uid, state, 'cancelled', retention_s, history)
   emit(events_maxlen, 'cancelled', job_id, uid, 'cancelled')

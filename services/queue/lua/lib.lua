@@ -266,6 +266,17 @@ local function complete(job_id, lease_id, outputs, running_limit, retention_s, h
   return {'ok', {f[5], f[6], f[7], now_ms()}}
 end
 
+-- The jobs `worker` holds whose owner asked to cancel them.
+local function cancelled_jobs(worker)
+  local cancel = {}
+  for _, held_id in ipairs(redis.call('SMEMBERS', k('wjobs', worker))) do
+    if redis.call('HGET', k('job', held_id), 'cancel_requested') == '1' then
+      table.insert(cancel, held_id)
+    end
+  end
+  return cancel
+end
+
 -- Lease the next job for `worker` by the scheduling mode stored under `mode`.
 -- Cost: a constant number of sorted-set operations per level, O(log n) each.
 -- Returns {cancel} when nothing is ready, else {cancel, job hash, workflow, extra_data}, where
@@ -275,12 +286,7 @@ local function claim(worker, lease_id, lease_ms, running_limit, default_mode, ma
   local now = now_ms()
   redis.call('ZADD', k('workers'), now, worker)  -- a worker asking for work is alive
   local uid, lvl
-  local cancel = {}
-  for _, held_id in ipairs(redis.call('SMEMBERS', k('wjobs', worker))) do
-    if redis.call('HGET', k('job', held_id), 'cancel_requested') == '1' then
-      table.insert(cancel, held_id)
-    end
-  end
+  local cancel = cancelled_jobs(worker)
 
   if mode == 'priority' then
     for _, l in ipairs(LEVELS) do
@@ -340,4 +346,102 @@ local function claim(worker, lease_id, lease_ms, running_limit, default_mode, ma
   emit(maxlen, 'leased', job_id, uid, 'leased', cjson.encode({worker = worker}))
   return {cancel, redis.call('HGETALL', job), redis.call('GET', k('wf', job_id)),
     redis.call('GET', k('xd', job_id)) or ''}
+end
+
+-- ---- the worker protocol's rules (docs/architecture.md: "Prefetch, declines, relay") ----
+--   idle              zset   workers waiting in an idle (non-prefetch) long-poll, by until (ms)
+--   declined:<id>     set    workers that declined job <id> (they lack a model or node)
+--   wdeclined:<w>     set    jobs worker <w> declined: never offered to it again
+--   declinedjobs      set    queued jobs someone declined (reap_declined.lua checks them)
+
+-- Take a queued job out of its user's queue (cancel, or hidden from a claim); the ready sets
+-- follow: its level's head may change.
+local function dequeue(job_id, uid, lvl, running_limit)
+  redis.call('ZREM', k('uq', uid, lvl), job_id)
+  redis.call('ZREM', k('pending'), job_id)
+  redis.call('HINCRBY', k('queued'), uid, -1)
+  ready_level(uid, lvl, is_eligible(uid, running_limit))
+end
+
+-- Put a job taken out by `dequeue` back, in its place (its sequence number).
+local function reenqueue(job_id, uid, lvl, seq, running_limit)
+  redis.call('ZADD', k('uq', uid, lvl), seq, job_id)
+  redis.call('ZADD', k('pending'), seq, job_id)
+  redis.call('HINCRBY', k('queued'), uid, 1)
+  ready_level(uid, lvl, is_eligible(uid, running_limit))
+end
+
+-- The job's ComfyUI began executing it (a /start call, or its relayed execution_start).
+local function mark_running(job_id, uid, maxlen)
+  redis.call('HSET', k('job', job_id), 'started_at', now_ms())
+  set_state(job_id, 'leased', 'running')
+  emit(maxlen, 'running', job_id, uid, 'running')
+end
+
+-- What the worker measured and read back from ComfyUI: GPU milliseconds (execution_start to
+-- its end, ComfyUI's timestamps) and the history entry's status and meta (JSON). '' = none.
+local function record_run(job_id, gpu_ms, comfy_history)
+  if gpu_ms ~= '' then redis.call('HSET', k('job', job_id), 'gpu_ms', gpu_ms) end
+  if comfy_history ~= '' then redis.call('HSET', k('job', job_id), 'comfy_history', comfy_history) end
+end
+
+-- A worker gives a held job back without running it to the end (shutdown, its ComfyUI lost a
+-- job it had not started): requeued at the head without spending the attempt, or cancelled if
+-- its owner asked. Returns the job's new state.
+local function give_back(job_id, state, uid, worker, running_limit, retention_s, history, maxlen)
+  local job = k('job', job_id)
+  unlease(job_id, uid, worker, running_limit)
+  if redis.call('HGET', job, 'cancel_requested') == '1' then
+    finish(job_id, uid, state, 'cancelled', retention_s, history)
+    emit(maxlen, 'cancelled', job_id, uid, 'cancelled')
+    return 'cancelled'
+  end
+  redis.call('HINCRBY', job, 'attempt', -1)
+  requeue(job_id, state, running_limit)
+  emit(maxlen, 'requeued', job_id, uid, 'queued', cjson.encode({reason = 'worker_released'}))
+  return 'queued'
+end
+
+-- Whether a live worker (seen within lost_after_ms) has not declined `job_id`.
+local function capable_worker_left(job_id, lost_after_ms)
+  local live = redis.call('ZRANGE', k('workers'), now_ms() - lost_after_ms, '+inf', 'BYSCORE')
+  for _, w in ipairs(live) do
+    if redis.call('SISMEMBER', k('declined', job_id), w) == 0 then return true end
+  end
+  return false
+end
+
+-- Lease the next job for `worker` by claim's rules, and the worker protocol's on top:
+-- - prefetch: the worker is busy and wants a job to queue behind its running one: refused
+--   while any worker waits in an idle long-poll (a job must not wait behind another while a
+--   GPU is free), on any replica: the waiters are in `idle`;
+-- - an idle claim that finds nothing marks the worker idle for idle_ms (its long-poll's rest);
+--   a claim that leases something unmarks it;
+-- - the jobs this worker declined are hidden from it for the claim (O(its declines)).
+-- Returns what claim returns.
+local function lease_next(worker, lease_id, lease_ms, running_limit, default_mode, maxlen,
+                          prefetch, idle_ms)
+  local now = now_ms()
+  if prefetch and redis.call('ZCOUNT', k('idle'), '(' .. now, '+inf') > 0 then
+    redis.call('ZADD', k('workers'), now, worker)  -- a worker asking for work is alive
+    return {cancelled_jobs(worker)}
+  end
+  local hidden = {}
+  for _, job_id in ipairs(redis.call('SMEMBERS', k('wdeclined', worker))) do
+    local f = redis.call('HMGET', k('job', job_id), 'state', 'user', 'level', 'seq')
+    if f[1] == 'queued' then
+      dequeue(job_id, f[2], f[3], running_limit)
+      table.insert(hidden, {job_id, f[2], f[3], f[4]})
+    elseif not (f[1] and LIVE[f[1]]) then
+      redis.call('SREM', k('wdeclined', worker), job_id)
+    end
+  end
+  local result = claim(worker, lease_id, lease_ms, running_limit, default_mode, maxlen)
+  for _, h in ipairs(hidden) do reenqueue(h[1], h[2], h[3], h[4], running_limit) end
+  if #result > 1 then
+    redis.call('ZREM', k('idle'), worker)
+  elseif not prefetch and idle_ms > 0 then
+    redis.call('ZADD', k('idle'), now + idle_ms, worker)
+  end
+  return result
 end
