@@ -28,9 +28,12 @@ log = structlog.get_logger(__name__)
 
 #: One XREAD waits at most this long; it must stay well under the client's socket timeout.
 _BLOCK_MS = 2000
-#: Events after which every long-polling worker looks again: a mode change, and a job declined
-#: by one worker (the one woken first may be the decliner, who will not take it).
-_WAKE_ALL = frozenset({EventType.MODE.encode(), EventType.DECLINED.encode()})
+#: Events after which every long-polling worker looks again: a mode change; a job declined by
+#: one worker (the one woken first may be the decliner, who will not take it); a cancel (the
+#: worker holding the job is answered at once, with the job in its `cancel` list).
+_WAKE_ALL = frozenset(
+    {EventType.MODE.encode(), EventType.DECLINED.encode(), EventType.CANCEL_REQUESTED.encode()}
+)
 
 
 @dataclass
