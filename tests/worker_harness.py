@@ -22,12 +22,17 @@ FINAL = (JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED)
 
 
 def worker_settings(
-    queue: QueueHarness, comfy_url: str, storage: dict[str, Any], name: str = "w0", **overrides: Any
+    queue: QueueHarness,
+    comfy_url: str | None,
+    storage: dict[str, Any],
+    name: str = "w0",
+    **overrides: Any,
 ) -> WorkerSettings:
+    """Test settings: attached to `comfy_url`, or (None) managing `comfyui_dir`."""
     values: dict[str, Any] = {
         "queue_url": queue.base_url,
         "token": WORKER_TOKENS[name],
-        "comfyui_url": comfy_url,
+        **({"comfyui_url": comfy_url} if comfy_url else {}),
         "storage": storage,
         "lease_wait_s": 0.5,
         "quiet_after_s": 1.0,
