@@ -46,3 +46,15 @@ def test_gateway_bench_runs() -> None:
     assert out["participants"] == 3 and out["samples"] == 5
     for key in ("rss_mb_2", "rss_mb_3", "event_p50_ms", "event_p99_ms"):
         assert isinstance(out[key], float) and out[key] > 0, key
+
+
+def test_worker_bench_runs() -> None:
+    out = _last_json_line(
+        "bench.worker", "--jobs", "8", "--job-time", "0.05", "--two-workers-jobs", "4",
+        "--users", "1", "--lease-wait", "0.5",
+    )  # fmt: skip
+    for result in (out, out["two_workers"]):
+        assert isinstance(result, dict) and result["failed"] == 0
+        assert 0 < result["gpu_utilisation"] <= 1 and result["busy_s"] > 0
+        assert result["dispatch_gap_p99_ms"] >= 0 and "overhead_ms_per_job" in result
+    assert out["prompts_per_double"] == [8] and sum(out["two_workers"]["prompts_per_double"]) == 4
