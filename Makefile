@@ -2,7 +2,7 @@
 UV_VERSION := 0.13.8
 UV := $(shell command -v uv 2>/dev/null || echo "$(HOME)/.local/bin/uv")
 
-.PHONY: up test lint bench-queue bench-memory bench-lua
+.PHONY: up test lint bench-queue bench-memory bench-lua bench-worker
 
 ## make up: start the platform locally (private Redis with AOF under ./data, the queue on :8000)
 up: .venv/.synced
@@ -24,6 +24,9 @@ bench-memory: .venv/.synced
 
 bench-lua: .venv/.synced
 	$(UV) run --frozen python -m bench.lua_cost
+
+bench-worker: .venv/.synced
+	$(UV) run --frozen python -m bench.worker
 
 # uv into the user's site; on a PEP 668 system Python that needs --break-system-packages
 # (it only adds the uv binary to ~/.local).

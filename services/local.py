@@ -3,15 +3,22 @@
 A private Redis-compatible server keeps its append-only file under ``data/redis``, the
 credentials are generated once into ``data/credentials.json`` (mode 0600), and the services
 run in this process on loopback. Stop with Ctrl-C; start again and everything is still there.
+
+A worker runs here too: attached to the ComfyUI at ``COMFYUI_URL`` (default
+http://127.0.0.1:8188), or starting one from the checkout at ``COMFYUI_DIR``. Without a
+ComfyUI it says so in its log and the admin view, and jobs wait in the queue.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import secrets
+import signal
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -140,7 +147,57 @@ async def serve(args: argparse.Namespace, creds: dict[str, Any], redis_url: str)
     )
     task = await start_server(server)
     print_banner(creds, f"http://{args.host}:{args.port}", args.data_dir)
-    await task  # returns on Ctrl-C or SIGTERM
+    async with local_worker(args, creds):
+        await stop_requested(task)  # Ctrl-C or SIGTERM: the worker stops first
+    server.should_exit = True
+    await task
+
+
+def local_worker_settings(args: argparse.Namespace, creds: dict[str, Any]) -> Any:
+    """The local worker: this queue, the local GPU's token, files under data/files, and the
+    ComfyUI at COMFYUI_URL (default http://127.0.0.1:8188) or started from COMFYUI_DIR."""
+    from services.worker.settings import load_settings
+
+    comfy: dict[str, Any] = {}
+    if os.environ.get("COMFYUI_DIR"):
+        comfy = {"comfyui_dir": os.environ["COMFYUI_DIR"]}
+        if os.environ.get("COMFYUI_PORT"):
+            comfy["comfyui_port"] = int(os.environ["COMFYUI_PORT"])
+    elif os.environ.get("COMFYUI_URL"):
+        comfy = {"comfyui_url": os.environ["COMFYUI_URL"]}
+    return load_settings(
+        queue_url=f"http://{args.host}:{args.port}",
+        token=creds["worker_tokens"]["local-gpu"],
+        storage={"dir": str(args.data_dir / "files")},
+        lease_wait_s=2.0,  # Ctrl-C waits for the worker's long-poll
+        **comfy,
+    )
+
+
+@contextlib.asynccontextmanager
+async def local_worker(args: argparse.Namespace, creds: dict[str, Any]) -> AsyncIterator[None]:
+    """Run the local worker; on the way out it hands back what it holds and leaves."""
+    from services.worker.worker import Worker
+
+    worker = Worker(local_worker_settings(args, creds))
+    task = asyncio.create_task(worker.run(handle_signals=False), name="local-worker")
+    try:
+        yield
+    finally:
+        worker.stop("local mode stopping")
+        await task
+
+
+async def stop_requested(server_task: asyncio.Task[None]) -> None:
+    """Until Ctrl-C or SIGTERM (taken over from the server, which then stops last) or the
+    server's own end."""
+    requested = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, requested.set)
+    waiter = asyncio.create_task(requested.wait())
+    await asyncio.wait({waiter, server_task}, return_when=asyncio.FIRST_COMPLETED)
+    waiter.cancel()
 
 
 def run(args: argparse.Namespace) -> None:

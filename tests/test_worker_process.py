@@ -21,7 +21,7 @@ from services.local_redis import free_port
 from services.worker.settings import SettingsError, load_settings
 from services.worker.worker import Worker
 from tests.comfyui_double import start_double
-from tests.queue_harness import WORKER_TOKENS, MakeQueue, QueueHarness
+from tests.queue_harness import WORKER_TOKENS, EventStream, MakeQueue, QueueHarness
 from tests.worker_harness import (
     dir_storage,
     job_events,
@@ -297,3 +297,54 @@ async def test_a_cancel_comfyui_ignores_is_reported_after_the_deadline(
         after = await setup.seen.final(await submit(alice, quick))
         assert after["state"] == JobState.SUCCEEDED
     await alice.aclose()
+
+
+async def test_make_up_runs_a_worker_that_says_when_no_comfyui_is_there(tmp_path: Path) -> None:
+    """`python -m services.local` with no ComfyUI: the log and the admin view say so, a job
+    waits; a ComfyUI appears on the port and the job runs."""
+    comfy_port, port = free_port(), free_port()
+    env = {**os.environ, "COMFYUI_URL": f"http://127.0.0.1:{comfy_port}"}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "services.local", "--data-dir", str(tmp_path / "data"),
+        "--port", str(port), "--participants", "1", cwd=ROOT, env=env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    assert proc.stdout is not None
+    try:
+        async with asyncio.timeout(60):
+            while b"no ComfyUI reachable at http://127.0.0.1:" not in (
+                line := await proc.stdout.readline()
+            ):
+                assert line, "local mode exited"
+        creds = json.loads((tmp_path / "data" / "credentials.json").read_text())
+        import httpx
+
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
+            token = (await http.post("/api/auth/token", json={
+                "username": "admin", "password": creds["admin_password"]})).json()  # fmt: skip
+            http.headers["Authorization"] = f"Bearer {token['access_token']}"
+            async with asyncio.timeout(20):
+                while True:  # the worker's first heartbeat
+                    workers = (await http.get("/api/admin/workers")).json()
+                    if workers and workers[0]["status"]:
+                        break
+                    await asyncio.sleep(0.1)
+            (worker,) = workers
+            assert worker["id"] == "local-gpu" and worker["status"]["comfyui"] == "down"
+            assert "no ComfyUI reachable" in worker["status"]["comfyui_reason"]
+            job = await submit(http, _job(10), user="user001")
+            from websockets.asyncio.client import connect
+
+            url = f"ws://127.0.0.1:{port}/api/events"
+            auth = {"Authorization": http.headers["Authorization"]}
+            async with connect(url, additional_headers=auth) as ws, start_double(
+                tmp_path / "comfy", port=comfy_port
+            ):
+                stream = EventStream(ws)
+                ended = await stream.until(lambda e: e["job"] == job and e["type"] in (
+                    "succeeded", "failed"), timeout_s=30)  # fmt: skip
+            assert ended["type"] == "succeeded"
+        assert list((tmp_path / "data" / "files" / "users" / "user001" / "output").rglob("*.png"))
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(proc.wait(), 30) == 0
