@@ -4,6 +4,7 @@ through moto's server mode (issue 9's acceptance tests)."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import io
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,7 +17,7 @@ from PIL import Image
 from services.contracts import EventType, JobState, input_key
 from services.local_redis import free_port
 from tests.queue_harness import QueueHarness
-from tests.worker_harness import dir_storage, one_worker, submit, until
+from tests.worker_harness import dir_storage, one_worker, submit, txt2img, until
 
 BUCKET = "worker-test-files"
 
@@ -341,4 +342,26 @@ async def test_a_cached_rerun_stores_its_own_copy_of_every_file(
             assert two["key"].startswith(f"users/alice/{two['type']}/{again['id']}/")
             assert two["subfolder"].startswith(again["id"])
             assert _object(client, two["key"]) == _object(client, one["key"])
+    await alice.aclose()
+
+
+async def test_preview_frames_are_relayed_throttled_when_asked_for(
+    queue: QueueHarness, tmp_path: Path
+) -> None:
+    graph = txt2img("m.safetensors")
+    graph["3"]["inputs"]["steps"] = 12
+    alice = await queue.client("alice")
+    async with one_worker(queue, tmp_path, worker={"previews": True, "preview_interval_s": 0.2},
+                          previews=True, step_time_s=0.05,
+                          models={"checkpoints": ["m.safetensors"]}) as setup:  # fmt: skip
+        job = await setup.seen.final(await submit(alice, graph))
+    assert job["state"] == JobState.SUCCEEDED
+    relayed = [e["data"] for e in setup.seen.of(job["id"], EventType.COMFY)]
+    previews = [m["data"] for m in relayed if m["type"] == "preview"]
+    steps = [m for m in relayed if m["type"] == "progress"]
+    assert len(steps) == 12 and 2 <= len(previews) < 12  # one per 0.2 s of 0.6 s, not 12
+    for preview in previews:
+        assert preview["format"] == "jpeg"
+        with Image.open(io.BytesIO(base64.b64decode(preview["image"]))) as image:
+            assert image.format == "JPEG"
     await alice.aclose()

@@ -18,6 +18,7 @@ from tests.worker_harness import (
     job_events,
     running_worker,
     submit,
+    txt2img,
     until,
     worker_settings,
 )
@@ -28,23 +29,6 @@ def _image_job(tag: int) -> dict[str, Any]:
         "1": {"class_type": "EmptyImage",
               "inputs": {"width": 8, "height": 8, "batch_size": 1, "color": tag}},
         "2": {"class_type": "SaveImage", "inputs": {"images": ["1", 0], "filename_prefix": "p"}},
-    }  # fmt: skip
-
-
-def _txt2img(ckpt: str) -> dict[str, Any]:
-    """The traces' SD1.5 graph (model-free in the double: its nodes are simulated)."""
-    return {
-        "4": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": ckpt}},
-        "6": {"class_type": "CLIPTextEncode", "inputs": {"text": "a cat", "clip": ["4", 1]}},
-        "7": {"class_type": "CLIPTextEncode", "inputs": {"text": "blurry", "clip": ["4", 1]}},
-        "5": {"class_type": "EmptyLatentImage",
-              "inputs": {"width": 64, "height": 64, "batch_size": 1}},
-        "3": {"class_type": "KSampler",
-              "inputs": {"seed": 42, "steps": 2, "cfg": 7.0, "sampler_name": "euler",
-                         "scheduler": "normal", "denoise": 1.0, "model": ["4", 0],
-                         "positive": ["6", 0], "negative": ["7", 0], "latent_image": ["5", 0]}},
-        "8": {"class_type": "VAEDecode", "inputs": {"samples": ["3", 0], "vae": ["4", 2]}},
-        "9": {"class_type": "SaveImage", "inputs": {"images": ["8", 0], "filename_prefix": "sd"}},
     }  # fmt: skip
 
 
@@ -112,7 +96,7 @@ async def test_a_model_missing_on_one_worker_sends_the_job_to_the_other(
         blocker = await submit(alice, _slow_job())
         await seen.event(blocker, lambda e: e["type"] == EventType.LEASED)
         async with running_worker(worker_settings(queue, lacking_comfy.url, storage)) as lacking:
-            job = await submit(alice, _txt2img("sd15.safetensors"))
+            job = await submit(alice, txt2img("sd15.safetensors"))
             declined = await seen.event(job, lambda e: e["type"] == EventType.DECLINED)
             assert declined["data"] == {"worker": "w0", "reason": "declined"}
             record = await seen.final(job)
@@ -120,7 +104,7 @@ async def test_a_model_missing_on_one_worker_sends_the_job_to_the_other(
             assert record["attempt"] == 1  # declining spent no attempt
             assert job in capable_comfy.history and job not in lacking_comfy.history
             # A model no live worker has: both decline, it fails with ComfyUI's own error.
-            nowhere = await submit(alice, _txt2img("nowhere.safetensors"))
+            nowhere = await submit(alice, txt2img("nowhere.safetensors"))
             failed = await seen.final(nowhere)
             assert lacking.runs == {} and capable.runs == {}
     assert failed["state"] == JobState.FAILED

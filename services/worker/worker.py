@@ -85,7 +85,7 @@ class Worker:
                 loop.add_signal_handler(sig, self.stop, sig.name)
         log.info("worker starting", queue=self.settings.queue_url,
                  comfyui=self.settings.comfyui_base_url, managed=self.settings.managed)  # fmt: skip
-        self.check_placement()
+        await self.check_placement()
         status_writer = asyncio.create_task(self._status_writer(), name="status-file")
         await self.watch.start()
         await self._register_until_reachable()
@@ -119,7 +119,7 @@ class Worker:
             self._wake.set()
             self._changed()
 
-    def check_placement(self) -> None:
+    async def check_placement(self) -> None:
         """With WORKER_MODELS_MANIFEST: are the manifest's models where ComfyUI looks?
         (`services.fleet.placement`, the gpu-fleet workstream's.) Problems are logged, the
         worker goes on: a job needing a misplaced model is declined and runs elsewhere."""
@@ -131,8 +131,8 @@ class Worker:
         except ImportError:
             log.warning("placement check unavailable (services.fleet not installed)")
             return
-        roots = model_roots(s.comfyui_dir, s.extra_model_paths)
-        problems = check_placement(s.models_manifest, roots)
+        roots = await asyncio.to_thread(model_roots, s.comfyui_dir, s.extra_model_paths)
+        problems = await asyncio.to_thread(check_placement, s.models_manifest, roots)
         for problem in problems:
             log.error("model misplaced", file=problem.file, folder=problem.folder,
                       kind=problem.kind, fix=problem.message)  # fmt: skip
