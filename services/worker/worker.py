@@ -21,15 +21,13 @@ import hashlib
 import json
 import os
 import signal
-import tempfile
 import time
-from pathlib import Path
 from typing import Any
 
 import structlog
 
 from services.comfy import catalog as cat
-from services.storage import ObjectStore, open_store
+from services.storage import DirStore, ObjectStore, open_store
 from services.worker.comfy import ComfyClient, ComfyDown, ComfyError, Preview
 from services.worker.queue import LeaseLost, QueueClient, QueueRefused, QueueUnavailable
 from services.worker.runner import ComfyGone, JobRun, Phase, Reconnected, Shared
@@ -417,16 +415,19 @@ class Worker:
         }
 
     async def _status_writer(self) -> None:
-        """Rewrite the status file after every change, one write at a time, in order."""
+        """Rewrite the status file after every change, one write at a time, in order (a
+        `DirStore` write: a temporary file renamed into place, so the watchdog never reads half
+        a file, and never a `*.json` that is not whole)."""
         path = self.settings.status_file
         if path is None:
             return
+        folder = DirStore(path.parent)
         written: dict[str, Any] | None = None
         while True:
             self._status_dirty.clear()
             status = self.file_status()
             if status != written:
-                await asyncio.to_thread(_write_atomically, path, json.dumps(status).encode())
+                await folder.put(path.name, json.dumps(status).encode())
                 written = status
             await self._status_dirty.wait()
 
@@ -470,16 +471,3 @@ class Worker:
             released = await self.queue.release()
             log.info("left the queue", released=released)
 
-
-def _write_atomically(path: Path, data: bytes) -> None:
-    """Write, then rename into place: the watchdog never reads half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as out:
-            out.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise

@@ -13,9 +13,7 @@ running_limit, retention_s, history = tonumber(running_limit), tonumber(retentio
   tonumber(history)
 local job = k('job', job_id)
 unlease(job_id, uid, worker, running_limit)
-if redis.call('HGET', job, 'cancel_requested') == '1' then
-  finish(job_id, uid, state, 'cancelled', retention_s, history)
-  emit(events_maxlen, 'cancelled', job_id, uid, 'cancelled')
+if cancelled_instead(job_id, uid, state, retention_s, history, events_maxlen) then
   return {'ok', 'cancelled'}
 end
 redis.call('SADD', k('declined', job_id), worker)

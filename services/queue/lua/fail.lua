@@ -13,9 +13,7 @@ local job = k('job', job_id)
 local attempt = tonumber(redis.call('HGET', job, 'attempt'))
 unlease(job_id, uid, worker, running_limit)
 record_run(job_id, gpu_ms, comfy_history)
-if redis.call('HGET', job, 'cancel_requested') == '1' then
-  finish(job_id, uid, state, 'cancelled', retention_s, history)
-  emit(events_maxlen, 'cancelled', job_id, uid, 'cancelled')
+if cancelled_instead(job_id, uid, state, retention_s, history, events_maxlen) then
   return {'ok', 'cancelled'}
 end
 redis.call('HSET', job, 'error', error_json)

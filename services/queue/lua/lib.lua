@@ -385,15 +385,22 @@ local function record_run(job_id, gpu_ms, comfy_history)
   if comfy_history ~= '' then redis.call('HSET', k('job', job_id), 'comfy_history', comfy_history) end
 end
 
+-- A job its worker let go of (unleased) whose owner asked to cancel it ends cancelled, whatever
+-- the worker reports. Returns whether it did.
+local function cancelled_instead(job_id, uid, state, retention_s, history, maxlen)
+  if redis.call('HGET', k('job', job_id), 'cancel_requested') ~= '1' then return false end
+  finish(job_id, uid, state, 'cancelled', retention_s, history)
+  emit(maxlen, 'cancelled', job_id, uid, 'cancelled')
+  return true
+end
+
 -- A worker gives a held job back without running it to the end (shutdown, its ComfyUI lost a
 -- job it had not started): requeued at the head without spending the attempt, or cancelled if
 -- its owner asked. Returns the job's new state.
 local function give_back(job_id, state, uid, worker, running_limit, retention_s, history, maxlen)
   local job = k('job', job_id)
   unlease(job_id, uid, worker, running_limit)
-  if redis.call('HGET', job, 'cancel_requested') == '1' then
-    finish(job_id, uid, state, 'cancelled', retention_s, history)
-    emit(maxlen, 'cancelled', job_id, uid, 'cancelled')
+  if cancelled_instead(job_id, uid, state, retention_s, history, maxlen) then
     return 'cancelled'
   end
   redis.call('HINCRBY', job, 'attempt', -1)
