@@ -134,7 +134,8 @@ async def test_success_stores_every_output_and_relays_in_comfyuis_order(
     comfy_events = seen.of(job_id, EventType.COMFY)
     types = [e["data"]["type"] for e in comfy_events]
     assert types[:2] == ["execution_start", "execution_cached"]
-    assert types[-1] == "execution_success"
+    assert types[-2:] == ["execution_success", "executing"]  # executing {node: null}: the end
+    assert comfy_events[-1]["data"]["data"] == {"node": None, "prompt_id": job_id}
     assert types.count("executed") == 4 and "progress_state" in types and "executing" in types
     assert all(e["data"]["client_id"] == "alice-tab" and e["user"] == "alice"
                for e in comfy_events)  # fmt: skip
@@ -147,7 +148,7 @@ async def test_success_stores_every_output_and_relays_in_comfyuis_order(
     assert kinds[-1] == EventType.SUCCEEDED
     # GPU time from ComfyUI's own timestamps; its history's status and meta.
     start = next(e for e in comfy_events if e["data"]["type"] == "execution_start")
-    end = comfy_events[-1]
+    end = comfy_events[-2]
     assert job["gpu_ms"] == end["data"]["data"]["timestamp"] - start["data"]["data"]["timestamp"]
     assert job["gpu_ms"] >= 90
     assert job["history"]["status"]["status_str"] == "success"
@@ -228,7 +229,7 @@ async def test_comfyuis_errors_are_reported_in_its_own_shape_and_not_retried(
     assert {"traceback", "current_inputs", "executed", "prompt_id"} <= set(err["error"])
     assert err["history"]["status"]["status_str"] == "error" and err["gpu_ms"] is not None
     relayed = [e["data"] for e in seen.of(crashed, EventType.COMFY)]
-    assert relayed[-1]["type"] == "execution_error"
+    assert [m["type"] for m in relayed[-2:]] == ["execution_error", "executing"]
     stored = [e["data"]["output"] for e in relayed if e["type"] == "executed"]
     assert stored and _all_stored(tmp_path, stored)
     await alice.aclose()
@@ -274,7 +275,7 @@ async def test_cancel_interrupts_the_running_job_and_unqueues_the_prefetched_one
         assert (await seen.final(running, timeout_s=10))["state"] == JobState.CANCELLED
         assert comfy.history[running]["status"]["messages"][-1][0] == "execution_interrupted"
         relayed = [e["data"]["type"] for e in seen.of(running, EventType.COMFY)]
-        assert relayed[-1] == "execution_interrupted"
+        assert relayed[-2:] == ["execution_interrupted", "executing"]
         assert comfy.stats().prompts_interrupted == 1
     await alice.aclose()
 
@@ -316,7 +317,7 @@ async def test_a_quiet_websocket_falls_back_to_the_history(
     # What the history recorded was relayed instead: start, cached, each output, success.
     relayed = [e["data"]["type"] for e in seen.of(job, EventType.COMFY)]
     assert relayed == ["execution_start", "execution_cached", *["executed"] * 4,
-                       "execution_success"]  # fmt: skip
+                       "execution_success", "executing"]  # fmt: skip
     assert record["gpu_ms"] is not None
     await alice.aclose()
 

@@ -38,6 +38,7 @@ from typing import Any
 import structlog
 
 from services.comfy import catalog as cat
+from services.comfy import shapes
 from services.comfy.validation import error as comfy_error
 from services.comfy.validation import validate_prompt
 from services.contracts import COMFY_JOB_MESSAGES
@@ -425,6 +426,8 @@ class JobRun:
                 if closing is None:
                     self.relay.send(type_, data)
                 closing = closing or (type_, data)
+        # ComfyUI's last word on a prompt (its history entry is written): last here too.
+        self.relay.send("executing", shapes.executing(None, self.id))
         times = {t: d.get("timestamp") for t, d in recorded if isinstance(d, dict)}
         start = self._start_ts or times.get("execution_start")
         end = closing[1].get("timestamp") if closing else None
