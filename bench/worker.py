@@ -169,6 +169,7 @@ async def measure(
             admin = {"Authorization": f"Bearer {admin_token}"}
             async with connect(ws_url, additional_headers=admin, max_size=None) as ws:
                 started = time.perf_counter()
+                started_unix_ms = time.time() * 1000  # ComfyUI's timestamps are Unix ms
 
                 async def submit(i: int) -> str:
                     user = users[i % len(users)]
@@ -185,6 +186,7 @@ async def measure(
                         if event["job"] in ids and event["type"] in ("succeeded", "failed"):
                             ended[event["job"]] = event["type"]
                 wall = time.perf_counter() - started
+                ended_unix_ms = started_unix_ms + wall * 1000
             cpu = [cpu_seconds(p.worker.pid) - b for p, b in zip(pairs, cpu_before, strict=True)]
             doubles = []
             for p in pairs:
@@ -193,7 +195,7 @@ async def measure(
                 doubles.append((stats, history))
     finally:
         stop_pairs(pairs)
-    return summarise(wall, jobs, doubles, cpu, ended)
+    return summarise(wall, jobs, doubles, cpu, ended, (started_unix_ms, ended_unix_ms))
 
 
 def summarise(
@@ -202,9 +204,12 @@ def summarise(
     doubles: list[tuple[dict[str, Any], dict[str, Any]]],
     worker_cpu_s: list[float],
     ended: dict[str, str],
+    clock: tuple[float, float],
 ) -> dict[str, Any]:
+    """`clock`: the run's first submit and last success, in Unix ms (ComfyUI's clock)."""
     gaps: list[float] = []
     busy = 0.0
+    idle = {"before_first_ms": 0.0, "between_ms": 0.0, "after_last_ms": 0.0}
     for stats, history in doubles:
         busy += stats["busy_s"]
         spans = []
@@ -213,7 +218,12 @@ def summarise(
             end = times.get("execution_success") or times.get("execution_error")
             spans.append((times["execution_start"], end))
         spans.sort()
-        gaps += [float(b[0] - a[1]) for a, b in itertools.pairwise(spans)]
+        between = [float(b[0] - a[1]) for a, b in itertools.pairwise(spans)]
+        gaps += between
+        if spans:  # where each double's idle time went, summed over the doubles
+            idle["before_first_ms"] += spans[0][0] - clock[0]
+            idle["between_ms"] += sum(between)
+            idle["after_last_ms"] += clock[1] - spans[-1][1]
     n = len(doubles)
     return {
         "gpu_utilisation": round(busy / (wall * n), 4),
@@ -225,6 +235,7 @@ def summarise(
         "busy_s": round(busy, 3),
         "worker_cpu_ms_per_job": round(sum(worker_cpu_s) / jobs * 1000, 2),
         "prompts_per_double": [len(h) for _, h in doubles],
+        "idle": {k: round(v, 1) for k, v in idle.items()},
         "failed": sum(1 for state in ended.values() if state != "succeeded"),
     }
 

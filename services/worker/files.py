@@ -29,7 +29,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from services.comfy import catalog as cat
 from services.comfy.validation import validate_prompt
 from services.contracts import (
     FileType,
@@ -39,6 +38,7 @@ from services.contracts import (
     view_key,
 )
 from services.storage import ObjectNotFound, ObjectStore
+from services.worker.catalog import NodeCatalog
 from services.worker.comfy import ComfyClient
 
 #: ComfyUI input subfolder for participants' files (ComfyUI lists only top-level input files
@@ -65,12 +65,10 @@ def split_annotation(value: str) -> tuple[str, FileType, bool]:
 
 
 def upload_references(
-    prompt: dict[str, Any], catalog: cat.Catalog
+    prompt: dict[str, Any], catalog: NodeCatalog
 ) -> list[tuple[str, str, str]]:
     """(node id, input name, value) of every upload widget in the graph holding a file name."""
-    by_class: dict[str, list[str]] = {}
-    for item in cat.upload_inputs(catalog):
-        by_class.setdefault(item.class_type, []).append(item.input_name)
+    by_class = catalog.uploads
     found = []
     for node_id, node in prompt.items():
         if not isinstance(node, dict):
@@ -90,7 +88,7 @@ def _sha256(data: bytes) -> str:
 async def stage_inputs(
     prompt: dict[str, Any],
     user: str,
-    catalog: cat.Catalog,
+    catalog: NodeCatalog,
     store: ObjectStore,
     comfy: ComfyClient,
 ) -> dict[str, Any]:
@@ -114,7 +112,7 @@ async def stage_inputs(
         staged[node_id]["inputs"][name] = f"{target}/{filename}" + (" [input]" if annotated else "")
     if missing:
         result = validate_prompt(
-            copy.deepcopy(prompt), catalog, file_exists=lambda n: n not in missing
+            copy.deepcopy(prompt), catalog.nodes, file_exists=lambda n: n not in missing
         )
         if not result.ok:
             raise MissingInput(result.error_body())

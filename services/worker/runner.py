@@ -43,6 +43,7 @@ from services.comfy.validation import error as comfy_error
 from services.comfy.validation import validate_prompt
 from services.contracts import COMFY_JOB_MESSAGES
 from services.storage import ObjectStore
+from services.worker.catalog import NodeCatalog
 from services.worker.comfy import ComfyClient, ComfyDown, ComfyError, Preview, PromptRejected
 from services.worker.files import MissingInput, OutputStore, stage_inputs
 from services.worker.queue import LeaseLost, QueueClient, QueueRefused, QueueUnavailable
@@ -107,39 +108,34 @@ class Shared:
     comfy: ComfyClient
     watch: ComfyWatch
     store: ObjectStore
-    catalog: Callable[[], cat.Catalog]
-    refresh_catalog: Callable[[], Awaitable[cat.Catalog]]
+    catalog: Callable[[], NodeCatalog]
+    refresh_catalog: Callable[[], Awaitable[NodeCatalog]]
     restart_comfy: Callable[[str], Awaitable[None]] | None
     is_head: Callable[[JobRun], bool]
     on_phase: Callable[[JobRun], None]
     known_files: dict[tuple[str, str, str], str] = field(default_factory=dict)
 
 
-def missing_requirements(prompt: dict[str, Any], catalog: cat.Catalog) -> bool:
+def missing_requirements(prompt: dict[str, Any], catalog: NodeCatalog) -> bool:
     """Whether the graph names a node class or a model file this ComfyUI does not have."""
-    models = cat.file_inputs(catalog)
-    model_inputs: dict[str, set[str]] = {}
-    for item in models:
-        if item.kind.startswith("model:"):
-            model_inputs.setdefault(item.class_type, set()).add(item.input_name)
     for node in prompt.values():
         if not isinstance(node, dict):
             continue
         class_type = node.get("class_type")
-        if not isinstance(class_type, str) or class_type not in catalog:
+        if not isinstance(class_type, str) or class_type not in catalog.nodes:
             return True
-        for name in model_inputs.get(class_type, ()):
+        for name in catalog.models.get(class_type, ()):
             value = (node.get("inputs") or {}).get(name)
-            spec = cat.input_spec(catalog[class_type], name)
+            spec = cat.input_spec(catalog.nodes[class_type], name)
             allowed = (spec.combo_values if spec is not None else None) or []
             if isinstance(value, str) and spec is not None and value not in allowed:
                 return True
     return False
 
 
-def lacking_error(prompt: dict[str, Any], catalog: cat.Catalog) -> dict[str, Any]:
+def lacking_error(prompt: dict[str, Any], catalog: NodeCatalog) -> dict[str, Any]:
     """ComfyUI's error for the graph on this ComfyUI (its /prompt 400 body)."""
-    result = validate_prompt(copy.deepcopy(prompt), catalog, file_exists=lambda _: True)
+    result = validate_prompt(copy.deepcopy(prompt), catalog.nodes, file_exists=lambda _: True)
     if not result.ok:
         return result.error_body()
     # Partly valid: ComfyUI would run the other outputs; the pool runs all of them elsewhere.
@@ -150,7 +146,7 @@ def lacking_error(prompt: dict[str, Any], catalog: cat.Catalog) -> dict[str, Any
     }
 
 
-def only_missing_models(body: dict[str, Any], catalog: cat.Catalog) -> bool:
+def only_missing_models(body: dict[str, Any], catalog: NodeCatalog) -> bool:
     """Whether ComfyUI's 400 is about a missing node class or model file only (another worker
     may have it) rather than a mistake in the graph."""
     error = body.get("error") or {}
@@ -159,7 +155,7 @@ def only_missing_models(body: dict[str, Any], catalog: cat.Catalog) -> bool:
     node_errors = body.get("node_errors") or {}
     if not node_errors:
         return False
-    model_names = {i.input_name for i in cat.file_inputs(catalog) if i.kind.startswith("model:")}
+    model_names = catalog.model_input_names
     for node_error in node_errors.values():
         for reason in node_error.get("errors", []):
             name = (reason.get("extra_info") or {}).get("input_name")
@@ -348,10 +344,16 @@ class JobRun:
                 return await self._finish(entry)
 
     async def _history_if_done(self) -> dict[str, Any] | None:
-        where = await self._where()
+        """The job's history entry if ComfyUI finished it, None while it is still queued or
+        running; Died if ComfyUI no longer knows it. One request when it is done (the common
+        case: after `executing {node: null}`)."""
+        comfy = self.shared.comfy
+        if (entry := await comfy.history(self.id)) is not None:
+            return entry
+        where = await self._where()  # queue, then history: it may have just finished
         if where == "gone":
             raise Died("ComfyUI no longer has the job (it restarted)")
-        return await self.shared.comfy.history(self.id) if where == "done" else None
+        return await comfy.history(self.id) if where == "done" else None
 
     async def _control(self) -> Outcome | None:
         """React to a lost lease, a shutdown hand-back, a cancel request."""

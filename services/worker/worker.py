@@ -26,8 +26,8 @@ from typing import Any
 
 import structlog
 
-from services.comfy import catalog as cat
 from services.storage import DirStore, ObjectStore, open_store
+from services.worker.catalog import NodeCatalog
 from services.worker.comfy import ComfyClient, ComfyDown, ComfyError, Preview
 from services.worker.queue import LeaseLost, QueueClient, QueueRefused, QueueUnavailable
 from services.worker.runner import ComfyGone, JobRun, Phase, Reconnected, Shared
@@ -55,7 +55,7 @@ class Worker:
         self.runs: dict[str, JobRun] = {}
         self._tasks: dict[str, asyncio.Task[Any]] = {}
         self._submitted: list[str] = []  # prompt ids in ComfyUI's order
-        self.catalog: cat.Catalog = {}
+        self.catalog = NodeCatalog()
         self.catalog_hash: str | None = None
         self.registered_generation = -1
         self.jobs_done = 0
@@ -186,11 +186,11 @@ class Worker:
         digest = await asyncio.to_thread(lambda: hashlib.sha256(raw).hexdigest())
         if digest == self.catalog_hash:
             return False
-        self.catalog = await asyncio.to_thread(json.loads, raw)
+        self.catalog = await asyncio.to_thread(lambda: NodeCatalog.of(json.loads(raw)))
         self.catalog_hash = digest
         return True
 
-    async def refresh_catalog(self) -> cat.Catalog:
+    async def refresh_catalog(self) -> NodeCatalog:
         """Read ComfyUI's catalogue again (a job names a model this worker did not list);
         register again if it changed."""
         if await self._take_catalog(await self.comfy.object_info()):
