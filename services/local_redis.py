@@ -79,8 +79,14 @@ class LocalRedis:
             "--protected-mode", "yes",
         ]
         log = (self.data_dir / "server.log").open("ab")
+        # Its own session: Ctrl-C reaches the platform, which stops Redis last (after the
+        # queue's last write), not Redis at the same moment.
         self.process = subprocess.Popen(
-            args, stdout=log, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent
+            args,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            preexec_fn=_die_with_parent,
+            start_new_session=True,
         )
         log.close()
         deadline = time.monotonic() + timeout_s
