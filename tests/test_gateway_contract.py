@@ -2,10 +2,12 @@
 worker and ComfyUI double behind it), compared with the recordings: status codes, bodies
 (normalized as in tests/trace_replay.py) and each socket's message types in order.
 
-Replayed here so far: 01 (handshake, idle GETs, same-clientId reconnect). Traces 04a/04b/09
-do not replay yet: the replayer waits for the recorded number of messages per socket, and the
-gateway's `status` count per job differs in timing (see below); they need a replay hook that
-does not count `status` (open item). Known differences from ComfyUI, allowed below:
+The real worker (`services.worker`) runs each job on a fresh double (with the double's
+`SETUPS` of tests/test_comfyui_double.py, so node timings match the trace). The replay syncs
+on every message except `status` (`_counted`: the gateway sends its own count of this
+participant's jobs). Replayed: every trace not in `NOT_YET` (01, 03, 04b, 05, 06 today);
+`NOT_YET` names each remaining trace's first difference. Known differences from ComfyUI,
+allowed below:
 
 - bad JSON or a prompt that is not an object: 400 with ComfyUI's error shape (ComfyUI: 500);
 - `/system_stats`: the pool's (shape compared), `/extensions`: the frontend package's list
@@ -34,8 +36,11 @@ import aiohttp
 import pytest
 
 from tests import trace_replay as tr
-from tests.gateway_harness import PASSWORDS, play_worker, start_stack
-from tests.traces import load_trace
+from tests.comfyui_double import start_double
+from tests.gateway_harness import PASSWORDS, start_stack
+from tests.test_comfyui_double import SETUPS, _uploads
+from tests.traces import load_trace, trace_names
+from tests.worker_harness import running_worker, worker_settings
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -56,22 +61,43 @@ def _describe(messages: list[Any]) -> list[str]:
     ]
 
 
-@pytest.mark.parametrize(
-    "name",
-    ["01_connect_handshake"],
-)  # fmt: skip
-async def test_trace_replays_against_the_gateway(
-    name: str, redis_url: str, tmp_path: Path, comfy: Any
-) -> None:
+def _counted(message: Any) -> bool:
+    """The gateway's `status` frames differ in number from ComfyUI's (see the docstring): the
+    replay syncs on every other message."""
+    return not (isinstance(message, dict) and message.get("type") == "status")
+
+
+#: Traces that replay clean today; the others are listed with their first difference in
+#: `NOT_YET` (open work: each is either an allowed difference to encode here or a gateway fix).
+NOT_YET = {
+    "02_success_emptyimage_save": "/view of an output with subfolder='' (ours: <prompt id>/)",
+    "04a_validation_errors_400": "the primer prompt the recording's cache had (executing order)",
+    "07_upload_image_then_loadimage": "the sync waits for more messages than the trace had",
+    "08_two_prompts_queue": "where a concurrent prompt's messages fall (timing)",
+    "09_no_client_id_broadcast": "client-less prompts: ComfyUI broadcasts only status and "
+    "progress_state; the gateway relays the job's messages to the participant's sockets",
+    "10_sd15_txt2img_random_ckpt": "needs the checkpoint in the double and step timing",
+    "11_sd15_previews_binary_frames": "previews: the worker relays none to a legacy socket",
+    "12_history_queue_admin_misc": "/view_metadata/checkpoints answers 404 (ComfyUI: 200)",
+}
+REPLAYED = [name for name in trace_names() if name not in NOT_YET]
+
+
+@pytest.mark.parametrize("name", REPLAYED)
+async def test_trace_replays_against_the_gateway(name: str, redis_url: str, tmp_path: Path) -> None:
     trace = load_trace(name)
     headers = {"Authorization": aiohttp.encode_basic_auth("user001", PASSWORDS["user001"])}
+    files = tmp_path / "files"
     async with (
-        start_stack(redis_url, tmp_path / "files") as stack,
-        play_worker(stack, comfy),
+        start_double(tmp_path / "comfyui", **SETUPS.get(name, {})) as comfy,
+        start_stack(redis_url, files) as stack,
+        running_worker(worker_settings(stack.queue, comfy.url, {"dir": str(files)})),
         aiohttp.ClientSession(headers=headers) as http,
     ):
         async with asyncio.timeout(90):
-            replayed = await tr.replay(trace, stack.url("user001", ""), http)
+            replayed = await tr.replay(
+                trace, stack.url("user001", ""), http, request_for=_uploads, counted=_counted
+            )
     back = replayed.back()
     for exchange in replayed.http:
         event = exchange.event
