@@ -96,6 +96,9 @@ class EventType(StrEnum):
     COMFY = "comfy"
     #: A worker lacked a model or node the job needs; the job is queued again for the others.
     DECLINED = "declined"
+    #: Internal, never delivered to subscribers: a user's sessions changed (deleted, role or
+    #: password changed, disabled); every replica drops what it cached about them.
+    SESSION = "session"
 
 
 #: The ComfyUI WebSocket message types a worker relays for a job, in ComfyUI's own shapes.

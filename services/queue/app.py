@@ -18,7 +18,7 @@ from starlette.types import Receive, Scope, Send
 from services.queue.api import admin, catalog, jobs, ops, pool, workers
 from services.queue.api.errors import STORAGE_DOWN, validation_error
 from services.queue.api.hotpath import HotPath, HotRoute
-from services.queue.auth import Authenticator, require_person, require_worker
+from services.queue.auth import Authenticator, LastAdmin, require_person, require_worker
 from services.queue.context import QueueContext
 from services.queue.events import EventHub
 from services.queue.limits import BodySizeLimit
@@ -87,7 +87,10 @@ def create_app(settings: QueueSettings | None = None) -> FastAPI:
         store = JobStore(redis, settings)
         auth = Authenticator(redis, settings)
         # The hub blocks in XREAD; its own connection, with a timeout longer than the block.
-        hub = EventHub(Redis.from_url(settings.redis_url, socket_timeout=10), store.key("events"))
+        hub = EventHub(
+            Redis.from_url(settings.redis_url, socket_timeout=10), store.key("events"),
+            on_session=auth.forget,
+        )
         await auth.seed()
         await store.reconcile()
         await hub.start()
@@ -119,6 +122,10 @@ def create_app(settings: QueueSettings | None = None) -> FastAPI:
     async def _bad_request(_: Request, exc: RequestValidationError) -> JSONResponse:
         code, message = validation_error(exc.errors())
         return JSONResponse({"detail": message}, status_code=code)
+
+    @app.exception_handler(LastAdmin)
+    async def _last_admin(_: Request, exc: LastAdmin) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=409)
 
     @app.exception_handler(RedisError)
     async def _redis_down(_: Request, exc: RedisError) -> JSONResponse:
