@@ -11,7 +11,7 @@ import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from redis.exceptions import RedisError
 from starlette.types import Receive, Scope, Send
 
@@ -76,6 +76,17 @@ class QueueApp(FastAPI):
         await self.hot.serve(found, scope, receive, send)
 
 
+def redis_pool(settings: QueueSettings) -> BlockingConnectionPool:
+    """The requests' shared pool: when every connection is busy a request waits for one
+    (bounded by the pool timeout) rather than failing with 'Too many connections'."""
+    return BlockingConnectionPool.from_url(
+        settings.redis_url,
+        max_connections=settings.redis_max_connections,
+        timeout=settings.redis_pool_timeout_s,
+        health_check_interval=30,
+    )
+
+
 def create_app(settings: QueueSettings | None = None) -> FastAPI:
     """Build the app; settings default to the QUEUE_* environment."""
     settings = settings or QueueSettings()  # type: ignore[call-arg]
@@ -83,7 +94,7 @@ def create_app(settings: QueueSettings | None = None) -> FastAPI:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        redis = Redis.from_url(settings.redis_url, health_check_interval=30)
+        redis = Redis.from_pool(redis_pool(settings))  # closing it closes the pool
         store = JobStore(redis, settings)
         auth = Authenticator(redis, settings)
         # The hub blocks in XREAD; its own connection, with a timeout longer than the block.
