@@ -199,3 +199,42 @@ async def test_a_second_replica_refuses_a_deleted_users_token_within_a_second(
             await seen.wait()
         assert await _me(b, token) == 401
         await admin.aclose()
+
+
+async def _login_from(queue: QueueHarness, user: str, password: str, addr: str) -> httpx.Response:
+    async with httpx.AsyncClient(base_url=queue.base_url, timeout=30) as client:
+        return await client.post(
+            "/api/auth/token", json={"username": user, "password": password},
+            headers={"X-Forwarded-For": addr},
+        )
+
+
+async def test_failed_logins_are_limited_per_user_and_per_address(
+    make_queue: MakeQueue,
+) -> None:
+    async with make_queue(login_failures_per_user=3, login_failures_per_address=5) as queue:
+        codes = [(await _login_from(queue, "alice", "wrong", "10.0.0.1")).status_code
+                 for _ in range(3)]
+        assert codes == [401] * 3
+        r = await _login_from(queue, "alice", PASSWORDS["alice"], "10.0.0.2")
+        assert r.status_code == 429 and int(r.headers["Retry-After"]) >= 1
+        assert "this user" in r.json()["detail"]
+        # Another user from the same address: two more failures reach the address's limit.
+        for _ in range(2):
+            assert (await _login_from(queue, "bob", "wrong", "10.0.0.1")).status_code == 401
+        r = await _login_from(queue, "carol", PASSWORDS["carol"], "10.0.0.1")
+        assert r.status_code == 429 and "this address" in r.json()["detail"]
+        assert (await _login_from(queue, "carol", PASSWORDS["carol"], "10.0.0.3")).is_success
+
+
+async def test_concurrent_password_hashing_is_bounded(make_queue: MakeQueue) -> None:
+    """60 wrong-password logins at once: at most 1 hashes and 2 wait; the rest are told
+    to come back (429, Retry-After), none is a 500."""
+    async with make_queue(login_concurrency=1, login_queue=2) as queue:
+        answers = await asyncio.gather(
+            *(_login_from(queue, f"user{i:03d}", "wrong", f"10.1.0.{i}") for i in range(60))
+        )
+        codes = [r.status_code for r in answers]
+        assert set(codes) == {401, 429}, codes
+        assert 3 <= codes.count(401) < 60
+        assert all(r.headers["Retry-After"] == "1" for r in answers if r.status_code == 429)

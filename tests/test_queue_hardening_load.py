@@ -52,3 +52,28 @@ async def test_lease_and_heartbeat_take_only_registered_well_formed_ids(
     )
     assert r.status_code == 200
     await worker.aclose()
+
+
+async def test_replay_delivers_only_own_events_and_bad_since_is_4400(
+    queue: QueueHarness,
+) -> None:
+    from websockets.asyncio.client import connect
+
+    from tests.queue_harness import WORKFLOW, events
+
+    alice, bob = await queue.client("alice"), await queue.client("bob")
+    for _ in range(3):
+        assert (await bob.post("/api/jobs", json={"workflow": WORKFLOW})).status_code == 201
+    mine = (await alice.post("/api/jobs", json={"workflow": WORKFLOW})).json()["id"]
+    async with events(queue, "alice", since="0-0") as stream:
+        event = await stream.until(lambda e: e["job"] == mine)
+        assert event["user"] == "alice" and all(e["user"] == "alice" for e in stream.seen)
+    token = await queue.token("alice")
+    for since in ["99999999999999999999-0", "1-99999999999999999999", "abc"]:
+        url = queue.ws_url(f"/api/events?since={since}")
+        async with connect(url, additional_headers={"Authorization": f"Bearer {token}"}) as ws:
+            async with asyncio.timeout(10):
+                await ws.wait_closed()
+            assert ws.close_code == 4400, since
+    await alice.aclose()
+    await bob.aclose()

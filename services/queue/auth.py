@@ -25,6 +25,7 @@ from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 
 from services.contracts import ROLE_LEVEL, WORKER_TOKEN_PREFIX, EventType, Role
+from services.queue.limits import HashGate, LoginFailures
 from services.queue.settings import QueueSettings
 
 _hasher = argon2.PasswordHasher()
@@ -109,6 +110,11 @@ class Authenticator:
         # uid -> (record or None, backstop expiry); `_epoch` counts invalidations.
         self._session_cache: dict[str, tuple[UserRecord | None, float]] = {}
         self._epoch = 0
+        self._hashes = HashGate(settings.login_concurrency, settings.login_queue)
+        self._failures = LoginFailures(
+            redis, settings.key_prefix, settings.login_failures_per_user,
+            settings.login_failures_per_address, settings.login_window_s,
+        )
         self._wtokens_key = settings.key_prefix + "wtokens"
 
     # -- setup --------------------------------------------------------------------------
@@ -298,14 +304,20 @@ class Authenticator:
             self._session_cache[uid] = (record, now + _SESSION_CACHE_S)
         return record
 
-    async def login(self, uid: str, password: str) -> tuple[str, Role]:
-        """Check a password and issue a signed token; 401 with the same text either way."""
+    async def login(
+        self, uid: str, password: str, address: str | None = None
+    ) -> tuple[str, Role]:
+        """Check a password and issue a signed token; 401 with the same text either way;
+        429 with Retry-After past the failure limits or when too many hash at once."""
+        await self._failures.check(uid, address)
         record = await self.user_record(uid)
         # Hash even for unknown users so timing does not reveal who exists.
         stored = record.password_hash if record else _DUMMY_HASH
-        ok = await asyncio.to_thread(verify_password, stored, password)
+        ok = await self._hashes.run(verify_password, stored, password)
         if record is None or not ok:
+            await self._failures.failed(uid, address)
             raise _unauthorized("wrong username or password")
+        await self._failures.succeeded(uid)
         if record.disabled:
             raise HTTPException(status.HTTP_403_FORBIDDEN, "this account is disabled")
         return self.issue_token(uid, record.role, record.version), record.role
@@ -430,7 +442,7 @@ class Authenticator:
         key = hashlib.sha256(f"{uid}\0{password}\0{record.password_hash}".encode()).digest()
         now = time.monotonic()
         if self._basic_cache.get(key, 0.0) <= now:
-            if not await asyncio.to_thread(verify_password, record.password_hash, password):
+            if not await self._hashes.run(verify_password, record.password_hash, password):
                 raise _unauthorized("wrong username or password")
             if len(self._basic_cache) > 10_000:
                 self._basic_cache.clear()

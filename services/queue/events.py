@@ -212,6 +212,24 @@ class EventHub:
                     sub.queue = asyncio.Queue(1)
                     sub.queue.put_nowait(None)
 
+    async def _replay(self, sub: Subscriber, since: str) -> str:
+        """Queue the retained entries after `since` that `sub` wants; the id replayed to.
+        Read in chunks, others' entries dropped before decoding, yielding between chunks:
+        memory and CPU go to the caller's own events, and submits are not stalled."""
+        last = since
+        while True:
+            chunk = await self.redis.xrange(
+                self.stream_key, min=f"({last}", max="+", count=_REPLAY_CHUNK
+            )
+            for entry_id, fields in chunk:
+                if _wanted_raw(sub, fields):
+                    sub.backlog.append(_parse(entry_id, fields))
+            if chunk:
+                last = chunk[-1][0].decode()
+            if len(chunk) < _REPLAY_CHUNK:
+                return last
+            await asyncio.sleep(0)  # let other requests run between chunks
+
     @contextlib.asynccontextmanager
     async def subscribe(self, user: str | None, since: str | None) -> AsyncIterator[Subscriber]:
         """Subscribe; with `since`, first replay the stream's retained entries after it."""
@@ -219,15 +237,26 @@ class EventHub:
         self._subscribers.add(sub)  # live events queue up from here on
         try:
             if since:
-                backlog = await self.redis.xrange(self.stream_key, min=f"({since}", max="+")
-                sub.backlog.extend(
-                    e for e in (_parse(i, f) for i, f in backlog)
-                    if e.type != EventType.SESSION and sub.wants(e)
-                )
-                sub.replayed_to = backlog[-1][0].decode() if backlog else since
+                sub.replayed_to = await self._replay(sub, since)
             yield sub
         finally:
             self._subscribers.discard(sub)
+
+
+_REPLAY_CHUNK = 1000
+
+
+def _wanted_raw(sub: Subscriber, fields: dict[bytes, bytes]) -> bool:
+    """`Subscriber.wants` on the raw entry: other users' events are skipped undecoded."""
+    if fields.get(b"type") == _SESSION:
+        return False
+    if sub.user is None:
+        return True
+    user = fields.get(b"user", b"")
+    return user != b"" and (user == sub.user.encode() or user == _EVERYONE)
+
+
+_EVERYONE = EVERYONE.encode()
 
 
 def _after(a: str, b: str) -> bool:

@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable
+from typing import Any, TypeVar
+
 import orjson
+from redis.asyncio import Redis
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+T = TypeVar("T")
 
 
 class BodyTooLarge(HTTPException):
@@ -108,3 +115,74 @@ async def _reject(send: Send, exc: HTTPException) -> None:
         }
     )
     await send({"type": "http.response.body", "body": body})
+
+
+class HashGate:
+    """At most `concurrency` password hashes at once (argon2 takes tens of MB each), and at
+    most `queue` callers waiting for one; past that, 429 at once. Memory stays bounded
+    however many logins arrive together."""
+
+    def __init__(self, concurrency: int, queue: int) -> None:
+        self._sem = asyncio.Semaphore(concurrency)
+        self._limit = concurrency + queue
+        self._inside = 0
+
+    async def run(self, fn: Callable[..., T], *args: Any) -> T:
+        if self._inside >= self._limit:
+            raise HTTPException(
+                429, "too many logins at once, try again in a second",
+                headers={"Retry-After": "1"},
+            )
+        self._inside += 1
+        try:
+            async with self._sem:
+                return await asyncio.to_thread(fn, *args)
+        finally:
+            self._inside -= 1
+
+
+class LoginFailures:
+    """Failed logins counted in Redis (so every replica shares them) per user and per
+    address over a window; past a limit, 429 with Retry-After until the window ends."""
+
+    def __init__(
+        self, redis: Redis, prefix: str, per_user: int, per_address: int, window_s: int
+    ) -> None:
+        self.redis = redis
+        self.prefix = prefix + "loginfail:"
+        self.limits = {"user": per_user, "addr": per_address}
+        self.window_s = window_s
+
+    def _keys(self, uid: str, address: str | None) -> dict[str, str]:
+        keys = {"user": self.prefix + "user:" + uid[:128]}
+        if address:
+            keys["addr"] = self.prefix + "addr:" + address[:64]
+        return keys
+
+    async def check(self, uid: str, address: str | None) -> None:
+        """Refuse (429) before any hashing when the user or the address is over its limit."""
+        keys = self._keys(uid, address)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for key in keys.values():
+                pipe.get(key)
+                pipe.pttl(key)
+            answers = await pipe.execute()
+        for i, kind in enumerate(keys):
+            count, ttl_ms = answers[2 * i], answers[2 * i + 1]
+            if count is not None and int(count) >= self.limits[kind]:
+                retry = max(1, -(-int(ttl_ms) // 1000)) if ttl_ms and ttl_ms > 0 else 1
+                who = "this user" if kind == "user" else "this address"
+                raise HTTPException(
+                    429, f"too many failed logins for {who}: try again in {retry} s",
+                    headers={"Retry-After": str(retry)},
+                )
+
+    async def failed(self, uid: str, address: str | None) -> None:
+        async with self.redis.pipeline(transaction=True) as pipe:
+            for key in self._keys(uid, address).values():
+                pipe.incr(key)
+                pipe.expire(key, self.window_s, nx=True)
+            await pipe.execute()
+
+    async def succeeded(self, uid: str) -> None:
+        await self.redis.delete(self._keys(uid, None)["user"])
