@@ -16,7 +16,7 @@ from redis.exceptions import RedisError
 from starlette.types import Receive, Scope, Send
 
 from services.queue.api import admin, catalog, jobs, ops, pool, workers
-from services.queue.api.errors import STORAGE_DOWN, validation_error
+from services.queue.api.errors import INTERNAL, STORAGE_DOWN, validation_error
 from services.queue.api.hotpath import HotPath, HotRoute
 from services.queue.auth import Authenticator, LastAdmin, require_person, require_worker
 from services.queue.context import QueueContext
@@ -133,6 +133,11 @@ def create_app(settings: QueueSettings | None = None) -> FastAPI:
     async def _bad_request(_: Request, exc: RequestValidationError) -> JSONResponse:
         code, message = validation_error(exc.errors())
         return JSONResponse({"detail": message}, status_code=code)
+
+    @app.exception_handler(Exception)
+    async def _internal(_: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error", exc_info=exc)
+        return JSONResponse({"detail": INTERNAL}, status_code=500)
 
     @app.exception_handler(LastAdmin)
     async def _last_admin(_: Request, exc: LastAdmin) -> JSONResponse:
