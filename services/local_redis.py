@@ -56,6 +56,8 @@ class LocalRedis:
 
     data_dir: Path
     port: int = 0
+    #: `everysec` (default, see docs/benchmarks.md) or `always` (fsync before each reply).
+    appendfsync: str = "everysec"
     appendonly: bool = True
     process: subprocess.Popen[bytes] | None = None
 
@@ -74,7 +76,7 @@ class LocalRedis:
             "--port", str(self.port),
             "--dir", str(self.data_dir),
             "--appendonly", "yes" if self.appendonly else "no",
-            "--appendfsync", "everysec",
+            "--appendfsync", self.appendfsync,
             "--save", "",
             "--protected-mode", "yes",
         ]
