@@ -171,7 +171,7 @@ class Services:
 
 
 def start_services(
-    replicas: int, n_users: int, n_workers: int, appendonly: bool, appendfsync: str = "everysec"
+    replicas: int, n_users: int, n_workers: int, appendonly: bool, appendfsync: str
 ) -> Services:
     from services.queue.auth import hash_password  # argon2: hash once, pass the hashes
 

@@ -21,6 +21,10 @@ GATEWAY_PORT = 8188
 COMFYUI_PORT = 8188
 #: Redis' port: never published, never in a firewall or tailnet rule.
 REDIS_PORT = 6379
+#: Redis AOF fsync policy everywhere (local mode, the control plane): `always`, so a submit or
+#: completion the client was told succeeded survives a host crash. Measured cost: see
+#: docs/benchmarks.md, "Hardening".
+REDIS_APPENDFSYNC = "always"
 
 # -- tokens -----------------------------------------------------------------------------------
 #: Worker tokens start with this; the queue tells them from session tokens by it.

@@ -20,6 +20,8 @@ from pathlib import Path
 
 import redis
 
+from services.contracts import REDIS_APPENDFSYNC
+
 
 def find_server_binary() -> str:
     """Return the path of a Redis-compatible server binary."""
@@ -56,8 +58,8 @@ class LocalRedis:
 
     data_dir: Path
     port: int = 0
-    #: `everysec` (default, see docs/benchmarks.md) or `always` (fsync before each reply).
-    appendfsync: str = "everysec"
+    #: `always` (the platform's choice: fsync before each reply) or `everysec`.
+    appendfsync: str = REDIS_APPENDFSYNC
     appendonly: bool = True
     process: subprocess.Popen[bytes] | None = None
 
