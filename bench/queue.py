@@ -170,11 +170,15 @@ class Services:
         self.tmp.cleanup()
 
 
-def start_services(replicas: int, n_users: int, n_workers: int, appendonly: bool) -> Services:
+def start_services(
+    replicas: int, n_users: int, n_workers: int, appendonly: bool, appendfsync: str
+) -> Services:
     from services.queue.auth import hash_password  # argon2: hash once, pass the hashes
 
     tmp = tempfile.TemporaryDirectory(prefix="queue-bench-")
-    server = LocalRedis(data_dir=Path(tmp.name) / "redis", appendonly=appendonly).start()
+    server = LocalRedis(
+        data_dir=Path(tmp.name) / "redis", appendonly=appendonly, appendfsync=appendfsync
+    ).start()
     assert server.port != 6379
     one_hash = hash_password("bench-password")  # one argon2 hash for all: login is not measured
     users = {f"bench-u{i}": "bench-password" for i in range(n_users)}
@@ -549,7 +553,9 @@ async def phase_store(url: str, body: dict[str, Any], jobs: int, n_workers: int)
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
-    svc = start_services(args.replicas, args.users, args.workers, not args.no_aof)
+    svc = start_services(
+        args.replicas, args.users, args.workers, not args.no_aof, args.appendfsync
+    )
     try:
         builder = ClientBuilder().http1_only().timeout(timedelta(seconds=90))
         async with builder.build() as http:
@@ -646,6 +652,10 @@ def main() -> None:
     ap.add_argument("--rate-seconds", type=float, default=10.0)
     ap.add_argument("--no-aof", action="store_true", help="Redis without appendonly")
     ap.add_argument(
+        "--appendfsync", choices=["everysec", "always"], default="everysec",
+        help="Redis AOF fsync policy (always: every acknowledged write is on disk)",
+    )
+    ap.add_argument(
         "--separate", action="store_true",
         help="workers report each completion with its own complete call (3 requests per "
         "cycle) instead of folding it into their next lease call (2 requests per cycle)",
@@ -674,6 +684,7 @@ def main() -> None:
         "workers": args.workers,
         "users": args.users,
         "appendonly": not args.no_aof,
+        "appendfsync": args.appendfsync,
         "requests_per_cycle": 3 if args.separate else 2,
         "machine": {
             "cpus": os.cpu_count(),

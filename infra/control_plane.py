@@ -28,7 +28,7 @@ from infra.backup import (
 )
 from infra.proxy import HTTPS_PORT, TLS_CERT, TLS_KEY, render_caddyfile
 from infra.storage import S3Credentials
-from services.contracts import GATEWAY_PORT, QUEUE_PORT, REDIS_PORT
+from services.contracts import GATEWAY_PORT, QUEUE_PORT, REDIS_APPENDFSYNC, REDIS_PORT
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 QUEUE_DOCKERFILE = "images/queue.Dockerfile"
@@ -36,9 +36,9 @@ REDIS_URL = f"redis://redis:{REDIS_PORT}/0"
 #: The label (and build arg) that ties a Docker resource to the server it lives on.
 SERVER_LABEL = "comfy.server"
 SERVER_BUILD_ARG = "COMFY_SERVER_ID"
-REDIS_CONF = """# Written by infra/control_plane.py; only the internal network reaches it.
+REDIS_CONF = f"""# Written by infra/control_plane.py; only the internal network reaches it.
 appendonly yes
-appendfsync everysec
+appendfsync {REDIS_APPENDFSYNC}
 dir /data
 protected-mode no
 bind 0.0.0.0

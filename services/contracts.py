@@ -21,6 +21,10 @@ GATEWAY_PORT = 8188
 COMFYUI_PORT = 8188
 #: Redis' port: never published, never in a firewall or tailnet rule.
 REDIS_PORT = 6379
+#: Redis AOF fsync policy everywhere (local mode, the control plane): `always`, so a submit or
+#: completion the client was told succeeded survives a host crash. Measured cost: see
+#: docs/benchmarks.md, "Hardening".
+REDIS_APPENDFSYNC = "always"
 
 # -- tokens -----------------------------------------------------------------------------------
 #: Worker tokens start with this; the queue tells them from session tokens by it.
@@ -96,6 +100,9 @@ class EventType(StrEnum):
     COMFY = "comfy"
     #: A worker lacked a model or node the job needs; the job is queued again for the others.
     DECLINED = "declined"
+    #: Internal, never delivered to subscribers: a user's sessions changed (deleted, role or
+    #: password changed, disabled); every replica drops what it cached about them.
+    SESSION = "session"
 
 
 #: The ComfyUI WebSocket message types a worker relays for a job, in ComfyUI's own shapes.

@@ -20,6 +20,8 @@ from pathlib import Path
 
 import redis
 
+from services.contracts import REDIS_APPENDFSYNC
+
 
 def find_server_binary() -> str:
     """Return the path of a Redis-compatible server binary."""
@@ -56,6 +58,8 @@ class LocalRedis:
 
     data_dir: Path
     port: int = 0
+    #: `always` (the platform's choice: fsync before each reply) or `everysec`.
+    appendfsync: str = REDIS_APPENDFSYNC
     appendonly: bool = True
     process: subprocess.Popen[bytes] | None = None
 
@@ -74,7 +78,7 @@ class LocalRedis:
             "--port", str(self.port),
             "--dir", str(self.data_dir),
             "--appendonly", "yes" if self.appendonly else "no",
-            "--appendfsync", "everysec",
+            "--appendfsync", self.appendfsync,
             "--save", "",
             "--protected-mode", "yes",
         ]

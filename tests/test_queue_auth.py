@@ -138,6 +138,9 @@ async def test_worker_tokens_reach_only_the_worker_api(queue: QueueHarness) -> N
     r = await worker.post("/api/worker/lease", json={"worker_id": "w1", "wait_s": 0})
     assert r.status_code == 403 and "belongs to worker 'w0'" in r.json()["detail"]
     r = await worker.post("/api/worker/lease", json={"worker_id": "w0/gpu1", "wait_s": 0})
+    assert r.status_code == 403 and "not registered" in r.json()["detail"]
+    assert (await worker.post("/api/worker/register", json={"instance": "gpu1"})).is_success
+    r = await worker.post("/api/worker/lease", json={"worker_id": "w0/gpu1", "wait_s": 0})
     assert r.status_code == 200
     await worker.aclose()
 

@@ -11,14 +11,14 @@ import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from redis.exceptions import RedisError
 from starlette.types import Receive, Scope, Send
 
 from services.queue.api import admin, catalog, jobs, ops, pool, workers
-from services.queue.api.errors import STORAGE_DOWN, validation_error
+from services.queue.api.errors import INTERNAL, STORAGE_DOWN, validation_error
 from services.queue.api.hotpath import HotPath, HotRoute
-from services.queue.auth import Authenticator, require_person, require_worker
+from services.queue.auth import Authenticator, LastAdmin, require_person, require_worker
 from services.queue.context import QueueContext
 from services.queue.events import EventHub
 from services.queue.limits import BodySizeLimit
@@ -76,6 +76,17 @@ class QueueApp(FastAPI):
         await self.hot.serve(found, scope, receive, send)
 
 
+def redis_pool(settings: QueueSettings) -> BlockingConnectionPool:
+    """The requests' shared pool: when every connection is busy a request waits for one
+    (bounded by the pool timeout) rather than failing with 'Too many connections'."""
+    return BlockingConnectionPool.from_url(
+        settings.redis_url,
+        max_connections=settings.redis_max_connections,
+        timeout=settings.redis_pool_timeout_s,
+        health_check_interval=30,
+    )
+
+
 def create_app(settings: QueueSettings | None = None) -> FastAPI:
     """Build the app; settings default to the QUEUE_* environment."""
     settings = settings or QueueSettings()  # type: ignore[call-arg]
@@ -83,11 +94,14 @@ def create_app(settings: QueueSettings | None = None) -> FastAPI:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        redis = Redis.from_url(settings.redis_url, health_check_interval=30)
+        redis = Redis.from_pool(redis_pool(settings))  # closing it closes the pool
         store = JobStore(redis, settings)
         auth = Authenticator(redis, settings)
         # The hub blocks in XREAD; its own connection, with a timeout longer than the block.
-        hub = EventHub(Redis.from_url(settings.redis_url, socket_timeout=10), store.key("events"))
+        hub = EventHub(
+            Redis.from_url(settings.redis_url, socket_timeout=10), store.key("events"),
+            on_session=auth.forget,
+        )
         await auth.seed()
         await store.reconcile()
         await hub.start()
@@ -119,6 +133,15 @@ def create_app(settings: QueueSettings | None = None) -> FastAPI:
     async def _bad_request(_: Request, exc: RequestValidationError) -> JSONResponse:
         code, message = validation_error(exc.errors())
         return JSONResponse({"detail": message}, status_code=code)
+
+    @app.exception_handler(Exception)
+    async def _internal(_: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error", exc_info=exc)
+        return JSONResponse({"detail": INTERNAL}, status_code=500)
+
+    @app.exception_handler(LastAdmin)
+    async def _last_admin(_: Request, exc: LastAdmin) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=409)
 
     @app.exception_handler(RedisError)
     async def _redis_down(_: Request, exc: RedisError) -> JSONResponse:

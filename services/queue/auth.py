@@ -22,13 +22,34 @@ import bcrypt
 import jwt
 from fastapi import Depends, HTTPException, Request, WebSocket, status
 from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
 
-from services.contracts import ROLE_LEVEL, WORKER_TOKEN_PREFIX, Role
+from services.contracts import ROLE_LEVEL, WORKER_TOKEN_PREFIX, EventType, Role
+from services.queue.limits import HashGate, LoginFailures
 from services.queue.settings import QueueSettings
 
 _hasher = argon2.PasswordHasher()
 _WORKER_CACHE_S = 10.0
 _BASIC_CACHE_S = 60.0
+#: Backstop only: a user's cached session state is dropped by the event stream at once.
+_SESSION_CACHE_S = 30.0
+_ROLES = frozenset(r.value for r in Role)
+
+
+class LastAdmin(Exception):
+    """Refused: the change would leave no enabled admin (the message says so)."""
+
+
+@dataclass(frozen=True)
+class UserRecord:
+    """A stored user. `version` is the session version: tokens carry the one they were
+    issued under, and it changes on delete, role change, password reset and disable."""
+
+    id: str
+    role: Role
+    password_hash: str
+    version: int
+    disabled: bool
 
 
 @dataclass(frozen=True)
@@ -81,8 +102,19 @@ class Authenticator:
         self._worker_cache: dict[str, tuple[str | None, float]] = {}
         self._basic_cache: dict[bytes, float] = {}
         # Verified session tokens, until they expire: a signature check per request adds up.
-        self._token_cache: dict[str, tuple[Principal, float]] = {}
+        self._token_cache: dict[str, tuple[Principal, float, int]] = {}
         self._users_key = settings.key_prefix + "users"
+        self._disabled_key = settings.key_prefix + "users:disabled"
+        self._ver_key = settings.key_prefix + "users:ver"
+        self._events_key = settings.key_prefix + "events"
+        # uid -> (record or None, backstop expiry); `_epoch` counts invalidations.
+        self._session_cache: dict[str, tuple[UserRecord | None, float]] = {}
+        self._epoch = 0
+        self._hashes = HashGate(settings.login_concurrency, settings.login_queue)
+        self._failures = LoginFailures(
+            redis, settings.key_prefix, settings.login_failures_per_user,
+            settings.login_failures_per_address, settings.login_window_s,
+        )
         self._wtokens_key = settings.key_prefix + "wtokens"
 
     # -- setup --------------------------------------------------------------------------
@@ -109,37 +141,191 @@ class Authenticator:
         )
 
     # -- users --------------------------------------------------------------------------
-    async def set_user(self, uid: str, password_hash: str, role: Role) -> None:
-        await self.redis.hset(self._users_key, uid, f"{role.value} {password_hash}")
-
-    async def get_user(self, uid: str) -> tuple[str, Role] | None:
-        raw = await self.redis.hget(self._users_key, uid)
+    # Three keys, all written in one MULTI: `users` (uid -> "<role> <password hash>"),
+    # `users:disabled` (a set) and `users:ver` (uid -> session version). The version is
+    # never deleted, so a user re-created under an old name does not revive old tokens.
+    async def user_record(self, uid: str) -> UserRecord | None:
+        """The stored user, or None if there is none."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hget(self._users_key, uid)
+            pipe.hget(self._ver_key, uid)
+            pipe.sismember(self._disabled_key, uid)
+            raw, ver, disabled = await pipe.execute()
         if raw is None:
             return None
         role, password_hash = raw.decode().split(" ", 1)
-        return password_hash, Role(role)
+        return UserRecord(uid, Role(role), password_hash, int(ver or 0), bool(disabled))
+
+    async def set_user(self, uid: str, password_hash: str, role: Role) -> None:
+        """Create a user, or replace their password hash and role. Sessions end when either
+        changes (not when both stay: the seed rewrites its users at every start).
+        Raises LastAdmin if this would demote the only admin left."""
+
+        async def change(pipe: Pipeline) -> None:
+            old = await pipe.hget(self._users_key, uid)
+            new = f"{role.value} {password_hash}"
+            if old is not None and old.decode() == new:
+                pipe.multi()
+                return
+            was_admin = old is not None and old.decode().startswith(Role.ADMIN.value + " ")
+            if was_admin and role is not Role.ADMIN:
+                await self._refuse_last_admin(pipe, uid, "demote")
+            pipe.multi()
+            pipe.hset(self._users_key, uid, new)
+            if old is not None:
+                self._bump(pipe, uid)
+
+        await self.redis.transaction(change, self._users_key, self._disabled_key)
+
+    async def reset_password(self, uid: str, password: str) -> bool:
+        """Give an existing user a new password (their sessions end); False if unknown.
+        Hashing is slow by design and runs in a thread."""
+        record = await self.user_record(uid)
+        if record is None:
+            return False
+        hashed = await asyncio.to_thread(hash_password, password)
+
+        async def change(pipe: Pipeline) -> None:
+            raw = await pipe.hget(self._users_key, uid)
+            pipe.multi()
+            if raw is not None:
+                pipe.hset(self._users_key, uid, f"{raw.decode().split(' ', 1)[0]} {hashed}")
+                self._bump(pipe, uid)
+
+        await self.redis.transaction(change, self._users_key)
+        return await self.redis.hexists(self._users_key, uid)
+
+    async def set_disabled(self, uid: str, disabled: bool) -> bool:
+        """Disable (or enable again) a user: a disabled user cannot log in and their tokens
+        stop working at once on every replica. False if the user is unknown. Raises
+        LastAdmin when disabling the only enabled admin."""
+
+        async def change(pipe: Pipeline) -> bool:
+            raw = await pipe.hget(self._users_key, uid)
+            if raw is None:
+                pipe.multi()
+                return False
+            if disabled and raw.decode().startswith(Role.ADMIN.value + " "):
+                await self._refuse_last_admin(pipe, uid, "disable")
+            pipe.multi()
+            if disabled:
+                pipe.sadd(self._disabled_key, uid)
+            else:
+                pipe.srem(self._disabled_key, uid)
+            self._bump(pipe, uid)
+            return True
+
+        return bool(
+            await self.redis.transaction(
+                change, self._users_key, self._disabled_key, value_from_callable=True
+            )
+        )
+
+    async def get_user(self, uid: str) -> tuple[str, Role] | None:
+        record = await self.user_record(uid)
+        return None if record is None else (record.password_hash, record.role)
 
     async def list_users(self) -> dict[str, Role]:
         raw = await self.redis.hgetall(self._users_key)
         return {k.decode(): Role(v.decode().split(" ", 1)[0]) for k, v in raw.items()}
 
+    async def disabled_users(self) -> set[str]:
+        return {m.decode() for m in await self.redis.smembers(self._disabled_key)}
+
     async def delete_user(self, uid: str) -> bool:
-        return bool(await self.redis.hdel(self._users_key, uid))
+        """Delete a user; their sessions end at once. Raises LastAdmin for the only admin."""
 
-    async def login(self, uid: str, password: str) -> tuple[str, Role]:
-        """Check a password and issue a signed token; 401 with the same text either way."""
-        record = await self.get_user(uid)
+        async def change(pipe: Pipeline) -> bool:
+            raw = await pipe.hget(self._users_key, uid)
+            if raw is None:
+                pipe.multi()
+                return False
+            if raw.decode().startswith(Role.ADMIN.value + " "):
+                await self._refuse_last_admin(pipe, uid, "delete")
+            pipe.multi()
+            pipe.hdel(self._users_key, uid)
+            pipe.srem(self._disabled_key, uid)
+            self._bump(pipe, uid)
+            return True
+
+        return bool(
+            await self.redis.transaction(
+                change, self._users_key, self._disabled_key, value_from_callable=True
+            )
+        )
+
+    async def _refuse_last_admin(self, pipe: Pipeline, uid: str, action: str) -> None:
+        """Inside a WATCHed transaction: raise LastAdmin if `uid` is the only enabled admin
+        (two concurrent demotions cannot both pass: the second transaction is retried)."""
+        users = await pipe.hgetall(self._users_key)
+        disabled = {m.decode() for m in await pipe.smembers(self._disabled_key)}
+        admins = {
+            k.decode() for k, v in users.items()
+            if v.decode().startswith(Role.ADMIN.value + " ") and k.decode() not in disabled
+        }
+        if admins <= {uid}:
+            raise LastAdmin(
+                f"cannot {action} {uid!r}: it is the last enabled admin; "
+                "make another user admin first"
+            )
+
+    def _bump(self, pipe: Pipeline, uid: str) -> None:
+        """Queue (inside MULTI) a session-version bump and the event that tells every
+        replica to forget what it cached about `uid`."""
+        pipe.hincrby(self._ver_key, uid, 1)
+        pipe.xadd(
+            self._events_key,
+            {"type": EventType.SESSION.value, "job": "", "user": uid, "state": "", "data": "{}"},
+            maxlen=self.settings.events_maxlen,
+            approximate=True,
+        )
+
+    def forget(self, uid: str | None) -> None:
+        """Drop cached session state for one user (None: everyone). Called by the event hub
+        on a session event, and when its stream read failed (events may have been missed)."""
+        self._epoch += 1
+        if uid is None:
+            self._session_cache.clear()
+        else:
+            self._session_cache.pop(uid, None)
+
+    async def _session(self, uid: str) -> UserRecord | None:
+        """The user's current record, cached until a session event for them (or a short
+        backstop expiry, should an event be missed)."""
+        now = time.monotonic()
+        cached = self._session_cache.get(uid)
+        if cached is not None and cached[1] > now:
+            return cached[0]
+        epoch = self._epoch
+        record = await self.user_record(uid)
+        if epoch == self._epoch:  # no invalidation raced with the read
+            if len(self._session_cache) > 10_000:
+                self._session_cache.clear()
+            self._session_cache[uid] = (record, now + _SESSION_CACHE_S)
+        return record
+
+    async def login(
+        self, uid: str, password: str, address: str | None = None
+    ) -> tuple[str, Role]:
+        """Check a password and issue a signed token; 401 with the same text either way;
+        429 with Retry-After past the failure limits or when too many hash at once."""
+        await self._failures.check(uid, address)
+        record = await self.user_record(uid)
         # Hash even for unknown users so timing does not reveal who exists.
-        stored = record[0] if record else _DUMMY_HASH
-        ok = await asyncio.to_thread(verify_password, stored, password)
+        stored = record.password_hash if record else _DUMMY_HASH
+        ok = await self._hashes.run(verify_password, stored, password)
         if record is None or not ok:
+            await self._failures.failed(uid, address)
             raise _unauthorized("wrong username or password")
-        return self.issue_token(uid, record[1]), record[1]
+        await self._failures.succeeded(uid)
+        if record.disabled:
+            raise HTTPException(status.HTTP_403_FORBIDDEN, "this account is disabled")
+        return self.issue_token(uid, record.role, record.version), record.role
 
-    def issue_token(self, uid: str, role: Role) -> str:
+    def issue_token(self, uid: str, role: Role, version: int = 0) -> str:
         now = int(time.time())
         ttl = self.settings.token_ttl_s
-        claims = {"sub": uid, "role": role.value, "iat": now, "exp": now + ttl}
+        claims = {"sub": uid, "role": role.value, "ver": version, "iat": now, "exp": now + ttl}
         return jwt.encode(claims, self._secret, algorithm="HS256")
 
     # -- workers ------------------------------------------------------------------------
@@ -204,39 +390,66 @@ class Authenticator:
             return Principal(id=name, role=None, is_worker=True)
         cached = self._token_cache.get(token)
         if cached is not None and cached[1] > time.time():
-            return cached[0]
+            principal, version = cached[0], cached[2]
+        else:
+            principal, version, exp = self._decode(token)
+            if len(self._token_cache) > 10_000:
+                self._token_cache.clear()
+            self._token_cache[token] = (principal, exp, version)
+        record = await self._session(principal.id)
+        if record is None:
+            raise _unauthorized("this user no longer exists")
+        if record.disabled:
+            raise _unauthorized("this account is disabled")
+        if record.version != version:
+            raise _unauthorized("session ended (role or password changed): log in again")
+        return principal
+
+    def _decode(self, token: str) -> tuple[Principal, int, float]:
+        """(principal, session version, expiry) of a signed token, or 401; a token signed
+        with our secret but lacking a claim we need is refused the same way."""
         try:
-            claims = jwt.decode(token, self._secret, algorithms=["HS256"])
+            claims = jwt.decode(
+                token, self._secret, algorithms=["HS256"],
+                options={"require": ["sub", "exp", "role"]},
+            )
         except jwt.ExpiredSignatureError as exc:
             raise _unauthorized("token expired: log in again at /api/auth/token") from exc
         except jwt.InvalidTokenError as exc:
             raise _unauthorized("invalid token") from exc
-        principal = Principal(id=claims["sub"], role=Role(claims["role"]))
-        if len(self._token_cache) > 10_000:
-            self._token_cache.clear()
-        self._token_cache[token] = (principal, float(claims["exp"]))
-        return principal
+        sub, role, ver, exp = (claims.get(k) for k in ("sub", "role", "ver", "exp"))
+        if (
+            not isinstance(sub, str) or role not in _ROLES
+            or type(ver) is not int or not isinstance(exp, int | float)
+        ):
+            raise _unauthorized("invalid token")
+        return Principal(id=sub, role=Role(role)), ver, float(exp)
 
     async def _basic(self, credentials: str) -> Principal:
         """Basic auth (the gateway forwards the browser's). A password check costs tens of
         milliseconds by design, so a successful one is remembered briefly, keyed by a hash
         of the credentials together with the stored hash (a password change invalidates it)."""
         try:
-            uid, _, password = base64.b64decode(credentials).decode().partition(":")
-        except (binascii.Error, UnicodeDecodeError) as exc:
+            uid, _, password = (
+                base64.b64decode(credentials.encode("ascii"), validate=True)
+                .decode().partition(":")
+            )
+        except (binascii.Error, UnicodeError) as exc:
             raise _unauthorized("malformed basic credentials") from exc
-        record = await self.get_user(uid)
+        record = await self._session(uid)
         if record is None:
             raise _unauthorized("wrong username or password")
-        key = hashlib.sha256(f"{uid}\0{password}\0{record[0]}".encode()).digest()
+        key = hashlib.sha256(f"{uid}\0{password}\0{record.password_hash}".encode()).digest()
         now = time.monotonic()
         if self._basic_cache.get(key, 0.0) <= now:
-            if not await asyncio.to_thread(verify_password, record[0], password):
+            if not await self._hashes.run(verify_password, record.password_hash, password):
                 raise _unauthorized("wrong username or password")
             if len(self._basic_cache) > 10_000:
                 self._basic_cache.clear()
             self._basic_cache[key] = now + _BASIC_CACHE_S
-        return Principal(id=uid, role=record[1])
+        if record.disabled:
+            raise _unauthorized("this account is disabled")
+        return Principal(id=uid, role=record.role)
 
 
 _DUMMY_HASH = hash_password(secrets.token_hex(8))

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,6 +34,8 @@ _BLOCK_MS = 2000
 _WAKE_ALL = frozenset(
     {EventType.MODE.encode(), EventType.DECLINED.encode(), EventType.CANCEL_REQUESTED.encode()}
 )
+
+_SESSION = EventType.SESSION.encode()
 
 
 @dataclass
@@ -125,9 +127,15 @@ class LeaseWaiters:
 class EventHub:
     """The replica's single reader of the event stream."""
 
-    def __init__(self, redis: Redis, stream_key: str) -> None:
+    def __init__(
+        self, redis: Redis, stream_key: str,
+        on_session: Callable[[str | None], None] | None = None,
+    ) -> None:
         self.redis = redis
         self.stream_key = stream_key
+        #: Called with a user id on their session event, with None when events may have
+        #: been missed (the stream could not be read): cached session state must go.
+        self.on_session = on_session
         self.waiters = LeaseWaiters()
         self._subscribers: set[Subscriber] = set()
         self._task: asyncio.Task[None] | None = None
@@ -165,6 +173,8 @@ class EventHub:
                 raise
             except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
                 log.warning("event stream read failed; retrying", error=str(exc))
+                if self.on_session is not None:
+                    self.on_session(None)
                 self._ready.set()
                 self.waiters.wake_all()  # they re-check Redis themselves
                 await asyncio.sleep(0.5)
@@ -180,6 +190,10 @@ class EventHub:
                     self._dispatch(entry_id, fields)
 
     def _dispatch(self, entry_id: bytes, fields: dict[bytes, bytes]) -> None:
+        if fields.get(b"type") == _SESSION:
+            if self.on_session is not None:
+                self.on_session(fields.get(b"user", b"").decode())
+            return
         # The Lua scripts mark the events after which one more job is claimable.
         if fields.get(b"type") in _WAKE_ALL:
             self.waiters.wake_all()
@@ -198,6 +212,24 @@ class EventHub:
                     sub.queue = asyncio.Queue(1)
                     sub.queue.put_nowait(None)
 
+    async def _replay(self, sub: Subscriber, since: str) -> str:
+        """Queue the retained entries after `since` that `sub` wants; the id replayed to.
+        Read in chunks, others' entries dropped before decoding, yielding between chunks:
+        memory and CPU go to the caller's own events, and submits are not stalled."""
+        last = since
+        while True:
+            chunk = await self.redis.xrange(
+                self.stream_key, min=f"({last}", max="+", count=_REPLAY_CHUNK
+            )
+            for entry_id, fields in chunk:
+                if _wanted_raw(sub, fields):
+                    sub.backlog.append(_parse(entry_id, fields))
+            if chunk:
+                last = chunk[-1][0].decode()
+            if len(chunk) < _REPLAY_CHUNK:
+                return last
+            await asyncio.sleep(0)  # let other requests run between chunks
+
     @contextlib.asynccontextmanager
     async def subscribe(self, user: str | None, since: str | None) -> AsyncIterator[Subscriber]:
         """Subscribe; with `since`, first replay the stream's retained entries after it."""
@@ -205,12 +237,26 @@ class EventHub:
         self._subscribers.add(sub)  # live events queue up from here on
         try:
             if since:
-                backlog = await self.redis.xrange(self.stream_key, min=f"({since}", max="+")
-                sub.backlog.extend(e for e in (_parse(i, f) for i, f in backlog) if sub.wants(e))
-                sub.replayed_to = backlog[-1][0].decode() if backlog else since
+                sub.replayed_to = await self._replay(sub, since)
             yield sub
         finally:
             self._subscribers.discard(sub)
+
+
+_REPLAY_CHUNK = 1000
+
+
+def _wanted_raw(sub: Subscriber, fields: dict[bytes, bytes]) -> bool:
+    """`Subscriber.wants` on the raw entry: other users' events are skipped undecoded."""
+    if fields.get(b"type") == _SESSION:
+        return False
+    if sub.user is None:
+        return True
+    user = fields.get(b"user", b"")
+    return user != b"" and (user == sub.user.encode() or user == _EVERYONE)
+
+
+_EVERYONE = EVERYONE.encode()
 
 
 def _after(a: str, b: str) -> bool:

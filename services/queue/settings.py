@@ -59,6 +59,17 @@ class QueueSettings(BaseSettings):
     history_per_user: int = Field(default=200, gt=0)
     retention_s: int = Field(default=7 * 24 * 3600, gt=0)
     events_maxlen: int = Field(default=50_000, gt=100)
+    #: Redis connections per replica. Past that, a request waits for one (up to
+    #: `redis_pool_timeout_s`) instead of failing: a room reloading at once is > 100 requests.
+    redis_max_connections: int = Field(default=256, gt=0)
+    redis_pool_timeout_s: float = Field(default=20.0, gt=0)
+    #: Password hashes at once per replica, and callers allowed to wait for one.
+    login_concurrency: int = Field(default=4, gt=0)
+    login_queue: int = Field(default=64, ge=0)
+    #: Failed logins allowed per user and per address within the window, then 429.
+    login_failures_per_user: int = Field(default=10, gt=0)
+    login_failures_per_address: int = Field(default=50, gt=0)
+    login_window_s: int = Field(default=300, gt=0)
 
     @field_validator("users", "worker_tokens", mode="before")
     @classmethod

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+import time
 import zlib
 from dataclasses import dataclass
 from typing import Any
@@ -176,6 +177,7 @@ class JobStore:
         self.prefix = settings.key_prefix
         self.scripts = Scripts(redis, self.prefix)
         self._lease_ms = int(settings.lease_ttl_s * 1000)
+        self._registered: dict[str, float] = {}
 
     def key(self, *parts: str) -> str:
         return self.prefix + ":".join(parts)
@@ -372,6 +374,19 @@ class JobStore:
             )
             pipe.zadd(self.key("workers"), {worker_id: now_ms})
             await pipe.execute()
+
+    async def worker_registered(self, worker_id: str) -> bool:
+        """Whether `worker_id` registered (its entry exists). A yes is remembered for a few
+        seconds: lease and heartbeat ask on every call."""
+        now = time.monotonic()
+        if self._registered.get(worker_id, 0.0) > now:
+            return True
+        if not await self.redis.exists(self.key("worker", worker_id)):
+            return False
+        if len(self._registered) > 10_000:
+            self._registered.clear()
+        self._registered[worker_id] = now + 5.0
+        return True
 
     async def claim(self, worker_id: str, prefetch: bool = False, idle_ms: int = 0) -> Claim:
         """Lease the next job by the current mode (if any is ready), and tell the worker

@@ -127,7 +127,7 @@ def test_redis_is_private_and_persistent(stack):
     }
     assert on_private == {"redis", "queue"}
     conf = redis.inputs["uploads"][0]["content"]
-    assert "appendonly yes" in conf and "appendfsync everysec" in conf
+    assert "appendonly yes" in conf and "appendfsync always" in conf
     assert redis.inputs["volumes"] == [{"hostPath": "/mnt/data/redis", "containerPath": "/data"}]
 
 

@@ -8,8 +8,10 @@ from typing import Any
 
 from starlette import status
 
-NOT_JSON = "request body is not valid JSON"
+from services.queue.limits import NOT_JSON
+
 STORAGE_DOWN = "queue storage unavailable, try again"
+INTERNAL = "internal error in the queue service (logged)"
 
 
 def validation_error(errors: Iterable[Any]) -> tuple[int, str]:

@@ -26,9 +26,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import Receive, Scope, Send
 
-from services.queue.api.errors import STORAGE_DOWN, validation_error
+from services.queue.api.errors import INTERNAL, STORAGE_DOWN, validation_error
 from services.queue.auth import Principal
-from services.queue.limits import read_body
+from services.queue.limits import check_json_body, read_body
 
 log = structlog.get_logger(__name__)
 
@@ -99,7 +99,10 @@ class HotPath:
     async def _respond(self, route: HotRoute, params: dict[str, str], request: Request) -> Response:
         try:
             raw = await read_body(request.scope, request.receive, self._max_body_bytes)
+            check_json_body(raw)  # as BodySizeLimit does for every other route
             who = await route.guard(request)
+            if not raw:  # as FastAPI answers a missing required body
+                return JSONResponse({"detail": "body: Field required"}, status_code=422)
             body = route.body.model_validate_json(raw)
             result = await route.endpoint(body=body, who=who, ctx=request.app.state.ctx, **params)
         except ValidationError as exc:
@@ -110,6 +113,9 @@ class HotPath:
         except RedisError as exc:
             log.error("redis error", error=str(exc))
             return JSONResponse({"detail": STORAGE_DOWN}, status_code=503)
+        except Exception:  # the one error shape, 500 included (as the app's handler)
+            log.exception("unhandled error", route=route.path)
+            return JSONResponse({"detail": INTERNAL}, status_code=500)
         if isinstance(result, Response):
             return result
         if result is None:

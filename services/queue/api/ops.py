@@ -6,7 +6,14 @@ import asyncio
 import contextlib
 import re
 
-from fastapi import APIRouter, HTTPException, Response, WebSocket, WebSocketDisconnect
+from fastapi import (
+    APIRouter,
+    HTTPException,
+    Request,
+    Response,
+    WebSocket,
+    WebSocketDisconnect,
+)
 from pydantic import BaseModel
 from redis.exceptions import RedisError
 
@@ -30,10 +37,29 @@ class Me(BaseModel):
 
 
 @router.post("/auth/token", response_model=TokenResponse)
-async def token(body: TokenRequest, ctx: Ctx) -> TokenResponse:
-    """Exchange a username and password for a bearer token."""
-    access, role = await ctx.auth.login(body.username, body.password)
+async def token(body: TokenRequest, request: Request, ctx: Ctx) -> TokenResponse:
+    """Exchange a username and password for a bearer token. Failed logins are limited per
+    user and per address (429 with Retry-After)."""
+    access, role = await ctx.auth.login(body.username, body.password, _address(request))
     return TokenResponse(access_token=access, expires_in=ctx.settings.token_ttl_s, role=role)
+
+
+def _valid_event_id(since: str) -> bool:
+    """A stream id Redis accepts: two unsigned 64-bit numbers."""
+    if not _EVENT_ID.fullmatch(since):
+        return False
+    ms, _, seq = since.partition("-")
+    return int(ms) < 2**64 and int(seq) < 2**64
+
+
+def _address(request: Request) -> str | None:
+    """The caller's address: the last X-Forwarded-For hop when present (the gateway appends
+    the participant's), else the peer. A direct caller can forge the header; the per-user
+    limit and the hash gate still hold then."""
+    forwarded = request.headers.get("x-forwarded-for", "")
+    if forwarded.strip():
+        return forwarded.rsplit(",", 1)[-1].strip() or None
+    return request.client.host if request.client else None
 
 
 @router.get("/me", response_model=Me)
@@ -80,7 +106,7 @@ async def events(websocket: WebSocket) -> None:
         return
     hub: EventHub = websocket.app.state.ctx.hub
     since = websocket.query_params.get("since")
-    if since is not None and not _EVENT_ID.fullmatch(since):
+    if since is not None and not _valid_event_id(since):
         await websocket.close(code=4400, reason="since must be an event id like 1700000000000-0")
         return
     async with hub.subscribe(None if who.is_admin else who.id, since) as sub:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -55,11 +56,31 @@ class Released(BaseModel):
     released: int
 
 
+#: What register hands out after the token's name: "/<instance>" (as WorkerRegistration).
+_INSTANCE_RE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+
+
 def _own_worker_id(who: Principal, worker_id: str) -> str:
-    """A token named N may act as worker N or N/<instance>, nothing else."""
-    if worker_id != who.id and not worker_id.startswith(who.id + "/"):
+    """A token named N may act as worker N or N/<instance> (instance as register accepts
+    it), nothing else: no path tricks, newlines or 100 KB ids."""
+    if worker_id != who.id:
+        name, slash, instance = worker_id.partition("/")
+        if name != who.id or not slash or not _INSTANCE_RE.fullmatch(instance):
+            raise HTTPException(
+                status.HTTP_403_FORBIDDEN,
+                f"this token belongs to worker {who.id!r}, not {worker_id[:100]!r}",
+            )
+    return worker_id
+
+
+async def _registered_worker_id(ctx: QueueContext, who: Principal, worker_id: str) -> str:
+    """As _own_worker_id, and registered: lease and heartbeat must not create entries for
+    workers that never registered (they would live for a day)."""
+    _own_worker_id(who, worker_id)
+    if not await ctx.store.worker_registered(worker_id):
         raise HTTPException(
-            status.HTTP_403_FORBIDDEN, f"this token belongs to worker {who.id!r}, not {worker_id!r}"
+            status.HTTP_403_FORBIDDEN,
+            f"worker {worker_id!r} is not registered: POST /api/worker/register first",
         )
     return worker_id
 
@@ -114,7 +135,7 @@ async def lease(body: LeaseRequest, who: Worker, ctx: Ctx) -> Response:
     `prefetch`: the worker is busy and wants a job to queue behind its running one. That is
     refused while any worker (on any replica) waits in an idle long-poll; an idle worker that
     waits is marked so in Redis for the rest of its wait (see `lease_next` in lua/lib.lua)."""
-    worker_id = _own_worker_id(who, body.worker_id)
+    worker_id = await _registered_worker_id(ctx, who, body.worker_id)
     finished = body.complete
     prefetch = body.prefetch
     waiters = ctx.hub.waiters
@@ -157,7 +178,7 @@ async def lease(body: LeaseRequest, who: Worker, ctx: Ctx) -> Response:
 @router.post("/heartbeat", response_model=HeartbeatResponse)
 async def heartbeat(body: HeartbeatRequest, who: Worker, ctx: Ctx) -> HeartbeatResponse:
     """Renew the worker's liveness and the leases it still holds."""
-    worker_id = _own_worker_id(who, body.worker_id)
+    worker_id = await _registered_worker_id(ctx, who, body.worker_id)
     leases = [(h.job_id, h.lease_id) for h in body.leases]
     if body.status is not None:
         await ctx.store.set_worker_status(worker_id, body.status.model_dump())
@@ -259,4 +280,5 @@ async def decline(job_id: str, body: DeclineRequest, who: Worker, ctx: Ctx) -> S
 @router.post("/release", response_model=Released)
 async def release(body: WorkerRef, who: Worker, ctx: Ctx) -> Released:
     """A clean shutdown: the worker's jobs go back to their queues at once."""
-    return Released(released=await ctx.store.release(_own_worker_id(who, body.worker_id)))
+    worker_id = await _registered_worker_id(ctx, who, body.worker_id)
+    return Released(released=await ctx.store.release(worker_id))
