@@ -52,7 +52,7 @@ from pyreqwest.client import ClientBuilder
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from services.contracts import WORKER_TOKEN_PREFIX, Role  # noqa: E402
+from services.contracts import REDIS_APPENDFSYNC, WORKER_TOKEN_PREFIX, Role  # noqa: E402
 from services.local_redis import LocalRedis, free_port  # noqa: E402
 
 TRACE = ROOT.parent / "shared" / "comfyui" / "10_sd15_txt2img_random_ckpt.json"
@@ -171,7 +171,11 @@ class Services:
 
 
 def start_services(
-    replicas: int, n_users: int, n_workers: int, appendonly: bool, appendfsync: str
+    replicas: int,
+    n_users: int,
+    n_workers: int,
+    appendonly: bool,
+    appendfsync: str = REDIS_APPENDFSYNC,
 ) -> Services:
     from services.queue.auth import hash_password  # argon2: hash once, pass the hashes
 
