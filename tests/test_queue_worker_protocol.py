@@ -108,7 +108,7 @@ async def test_catalogue_is_sent_once_by_hash_and_served_with_an_etag(queue: Que
 async def test_pool_catalogue_is_the_union_of_live_workers_then_the_last_known(
     make_queue: MakeQueue,
 ) -> None:
-    async with make_queue(worker_lost_after_s=0.5) as queue:
+    async with make_queue(worker_lost_after_s=60) as queue:
         first, second = _catalog(["a.safetensors"]), _catalog(["b.safetensors"], "OnlyOnW1")
         w0, _ = await _register(queue, "w0", first)
         w1, _ = await _register(queue, "w1", second)
