@@ -15,11 +15,13 @@ allowed below:
 - `status` messages: the count of this participant's jobs, sent on queued, taken and ended
   (ComfyUI: the server's whole queue, on each queue change): compared by type only;
 - prompt numbers are the shared queue's sequence (only the sign is compared, as between two
-  ComfyUI runs); output files live in their job's subfolder (`<prompt id>[/sub]`);
+  ComfyUI runs); histories and `executed` name output files by their job's subfolder
+  (`<prompt id>[/sub]`), and `/view` serves ComfyUI's own names too (the newest such file);
 - a partially valid prompt is stored with only the nodes its valid outputs need, so its
   `/queue` and `/history` entries list fewer nodes;
-- `/view_metadata`, `/experiment/models` and `/internal/*` reveal no server paths, logs or
-  model headers (empty answers); `/internal/files/*` lists the participant's own files;
+- `/experiment/models` and `/internal/*` reveal no server paths or logs (empty answers);
+  `/internal/files/*` lists the participant's own files; `/view_metadata` reads a pool
+  model's header from the models bucket (here: the double's models folder);
 - uploads of type temp/output answer `subfolder: "_uploads[/sub]"`; non-image uploads to
   /upload/image are refused (400); LoadImage lists only the participant's uploads (no
   `example.png`).
@@ -35,10 +37,11 @@ from typing import Any
 import aiohttp
 import pytest
 
+from services.storage import DirStore
 from tests import trace_replay as tr
 from tests.comfyui_double import start_double
 from tests.gateway_harness import PASSWORDS, start_stack
-from tests.test_comfyui_double import SETUPS, _uploads
+from tests.test_comfyui_double import CHECKPOINT, CHECKPOINT_METADATA, SETUPS, _uploads
 from tests.traces import load_trace, trace_names
 from tests.worker_harness import running_worker, worker_settings
 
@@ -70,7 +73,6 @@ def _counted(message: Any) -> bool:
 #: Traces that replay clean today; the others are listed with their first difference in
 #: `NOT_YET` (open work: each is either an allowed difference to encode here or a gateway fix).
 NOT_YET = {
-    "02_success_emptyimage_save": "/view of an output with subfolder='' (ours: <prompt id>/)",
     "04a_validation_errors_400": "the primer prompt the recording's cache had (executing order)",
     "07_upload_image_then_loadimage": "the sync waits for more messages than the trace had",
     "08_two_prompts_queue": "where a concurrent prompt's messages fall (timing)",
@@ -78,9 +80,27 @@ NOT_YET = {
     "progress_state; the gateway relays the job's messages to the participant's sockets",
     "10_sd15_txt2img_random_ckpt": "needs the checkpoint in the double and step timing",
     "11_sd15_previews_binary_frames": "previews: the worker relays none to a legacy socket",
-    "12_history_queue_admin_misc": "/view_metadata/checkpoints answers 404 (ComfyUI: 200)",
+}
+
+#: The double's setup per trace: the double's own (node timings), and the recorded checkpoint
+#: where the trace's graphs or model routes name it (the double's 11 and 12 share one server).
+DOUBLE_SETUPS: dict[str, dict[str, Any]] = {
+    **SETUPS,
+    "11_sd15_previews_binary_frames": {
+        **SETUPS["11_sd15_previews_binary_frames"],
+        "models": {"checkpoints": [CHECKPOINT]},
+    },
+    "12_history_queue_admin_misc": {"models": {"checkpoints": [CHECKPOINT]}},
 }
 REPLAYED = [name for name in trace_names() if name not in NOT_YET]
+
+
+def _models_bucket(comfy: Any) -> DirStore:
+    """The double's models folder as the models bucket (`<folder>/<file>`) the gateway reads
+    safetensors headers from; the recorded checkpoint gets its recorded metadata."""
+    if CHECKPOINT in comfy.folders.model_files("checkpoints"):
+        comfy.add_model("checkpoints", CHECKPOINT, CHECKPOINT_METADATA)
+    return DirStore(comfy.folders.models_root)
 
 
 @pytest.mark.parametrize("name", REPLAYED)
@@ -88,9 +108,10 @@ async def test_trace_replays_against_the_gateway(name: str, redis_url: str, tmp_
     trace = load_trace(name)
     headers = {"Authorization": aiohttp.encode_basic_auth("user001", PASSWORDS["user001"])}
     files = tmp_path / "files"
+    options = DOUBLE_SETUPS.get(name, {})
     async with (
-        start_double(tmp_path / "comfyui", **SETUPS.get(name, {})) as comfy,
-        start_stack(redis_url, files) as stack,
+        start_double(tmp_path / "comfyui", **options) as comfy,
+        start_stack(redis_url, files, models=_models_bucket(comfy)) as stack,
         running_worker(worker_settings(stack.queue, comfy.url, {"dir": str(files)})),
         aiohttp.ClientSession(headers=headers) as http,
     ):

@@ -24,10 +24,10 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from services.comfy.catalog import content_type as content_kind
-from services.contracts import FileType, input_key, job_file_key, view_key
+from services.contracts import FileType, input_key, job_file_key, safe_relpath, view_key
 from services.gateway import responses
 from services.gateway.context import Gateway, Space
-from services.storage import ObjectNotFound
+from services.storage import ObjectInfo, ObjectNotFound
 
 #: Uploads of type temp/output are not a job's files: they live under this pseudo job id,
 #: which no job can have (job ids start with a letter or digit).
@@ -65,6 +65,34 @@ def stored_key(space: Space, file_type: FileType, subfolder: str, filename: str)
     return view_key(space.name, file_type, subfolder, filename)
 
 
+async def by_comfy_name(
+    gw: Gateway, space: Space, file_type: FileType, subfolder: str, filename: str
+) -> ObjectInfo | None:
+    """The participant's newest output (or temp) file that ComfyUI named `subfolder/filename`,
+    whichever job wrote it: a client that builds `/view` from ComfyUI's own names (a
+    script that knows its `filename_prefix`, a recorded trace, `name [output]`) finds the
+    file, as in one ComfyUI's output folder. Histories name each file by its job
+    (`<prompt id>/...`), which stays unambiguous when two workers' ComfyUIs reuse a name."""
+    try:
+        wanted = "/" + view_relpath(subfolder, filename)
+    except ValueError:
+        return None
+    prefix = space.file_type_dir(file_type)
+    found = [
+        o
+        for o in await gw.store.list(prefix)
+        if (rest := o.key[len(prefix) :]).find("/") > 0 and rest[rest.find("/") :] == wanted
+    ]
+    return max(found, key=lambda o: (o.modified, o.key), default=None)
+
+
+def view_relpath(subfolder: str, filename: str) -> str:
+    """`subfolder/filename` checked part by part (ValueError for anything that could climb)."""
+    return "/".join(
+        p for p in (safe_relpath(subfolder, "subfolder"), safe_relpath(filename, "filename")) if p
+    )
+
+
 # -- /view ----------------------------------------------------------------------------------
 async def view(request: Request, gw: Gateway, space: Space) -> Response:
     query = request.query_params
@@ -89,10 +117,13 @@ async def view(request: Request, gw: Gateway, space: Space) -> Response:
     try:
         key = stored_key(space, file_type, subfolder, filename)
     except ValueError:
-        return responses.empty(404)
-    info = await gw.store.stat(key)
+        key = None
+    info = await gw.store.stat(key) if key is not None else None
+    if info is None and file_type is not FileType.INPUT:
+        info = await by_comfy_name(gw, space, file_type, subfolder, filename)
     if info is None:
         return responses.empty(404)
+    key = info.key
     disposition = {"Content-Disposition": f'filename="{filename}"'}
     preview, channel = query.get("preview"), query.get("channel")
     if preview is not None or channel in ("rgb", "a"):
