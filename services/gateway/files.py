@@ -86,6 +86,23 @@ async def by_comfy_name(
     return max(found, key=lambda o: (o.modified, o.key), default=None)
 
 
+async def _resolved_key(
+    gw: Gateway, space: Space, file_type: FileType, subfolder: str, filename: str
+) -> str | None:
+    """The object a participant's (type, subfolder, filename) names: as histories name it
+    (`<prompt id>/...`), else by ComfyUI's own name; None if there is none."""
+    try:
+        key = stored_key(space, file_type, subfolder, filename)
+    except ValueError:
+        key = None
+    if key is not None and await gw.store.stat(key) is not None:
+        return key
+    if file_type is FileType.INPUT:
+        return None
+    found = await by_comfy_name(gw, space, file_type, subfolder, filename)
+    return found.key if found is not None else None
+
+
 def view_relpath(subfolder: str, filename: str) -> str:
     """`subfolder/filename` checked part by part (ValueError for anything that could climb)."""
     return "/".join(
@@ -114,16 +131,10 @@ async def view(request: Request, gw: Gateway, space: Space) -> Response:
     filename = posixpath.basename(filename)
     subfolder = posixpath.normpath(subfolder) if subfolder else ""
     subfolder = "" if subfolder == "." else subfolder
-    try:
-        key = stored_key(space, file_type, subfolder, filename)
-    except ValueError:
-        key = None
+    key = await _resolved_key(gw, space, file_type, subfolder, filename)
     info = await gw.store.stat(key) if key is not None else None
-    if info is None and file_type is not FileType.INPUT:
-        info = await by_comfy_name(gw, space, file_type, subfolder, filename)
-    if info is None:
+    if key is None or info is None:
         return responses.empty(404)
-    key = info.key
     disposition = {"Content-Disposition": f'filename="{filename}"'}
     preview, channel = query.get("preview"), query.get("channel")
     if preview is not None or channel in ("rgb", "a"):
@@ -225,12 +236,8 @@ async def _store_upload(gw: Gateway, space: Space, form: Any, data_for: Any = No
         i += 1
     if not duplicate:
         await gw.store.put(key, data, mimetypes.guess_type(filename)[0])
-    shown = (
-        subfolder
-        if file_type is FileType.INPUT
-        else posixpath.join(UPLOAD_FOLDER, subfolder).rstrip("/")
-    )
-    return responses.json({"name": filename, "subfolder": shown, "type": file_type.value})
+    # ComfyUI's answer: /view finds a temp or output upload by this name (`by_comfy_name`).
+    return responses.json({"name": filename, "subfolder": subfolder, "type": file_type.value})
 
 
 async def upload_image(request: Request, gw: Gateway, space: Space) -> Response:
@@ -262,11 +269,13 @@ async def upload_mask(request: Request, gw: Gateway, space: Space) -> Response:
             return responses.empty(403)
         try:
             ref_type = FileType(annotated_type or ref.get("type") or "output")
-            original_key = stored_key(space, ref_type, ref_subfolder, original)
         except ValueError:
             return responses.empty(400)
+        original_key = await _resolved_key(gw, space, ref_type, ref_subfolder, original)
 
         async def with_alpha(mask: bytes) -> bytes | Response:
+            if original_key is None:
+                return mask  # ComfyUI keeps the upload as it is when the original is gone
             try:
                 base = await gw.store.get(original_key)
             except ObjectNotFound:
