@@ -340,6 +340,8 @@ async def get_history(request: Request, gw: Gateway, space: Space) -> Response:
 
 
 async def get_history_item(request: Request, gw: Gateway, space: Space, prompt_id: str) -> Response:
+    if not _JOB_ID.match(prompt_id):
+        return responses.json({})  # no prompt can have that id (ComfyUI: not in its history)
     try:
         job = await gw.queue.json(
             "GET", f"/api/jobs/{prompt_id}", space.token, params={"workflow": "true"}
