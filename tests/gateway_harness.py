@@ -324,7 +324,7 @@ class Stack:
 
 @contextlib.asynccontextmanager
 async def start_gateway(
-    queue_url: str, store: ObjectStore, **overrides: Any
+    queue_url: str, store: ObjectStore, models: ObjectStore | None = None, **overrides: Any
 ) -> AsyncIterator[tuple[str, Any]]:
     values: dict[str, Any] = {"precompress": False, "catalog_check_s": 0, **overrides}
     settings = GatewaySettings(
@@ -332,7 +332,7 @@ async def start_gateway(
         storage={"dir": str(getattr(store, "root", "/nonexistent"))},
         **values,
     )
-    app = create_gateway(settings, store)
+    app = create_gateway(settings, store, models)
     port = free_port()
     server = EmbeddedServer(
         uvicorn.Config(
@@ -354,12 +354,17 @@ async def start_gateway(
 
 @contextlib.asynccontextmanager
 async def start_stack(
-    redis_url: str, files: Path, store: ObjectStore | None = None, **gateway: Any
+    redis_url: str,
+    files: Path,
+    store: ObjectStore | None = None,
+    models: ObjectStore | None = None,
+    **gateway: Any,
 ) -> AsyncIterator[Stack]:
+    """Queue and gateway; `models` is the models bucket the gateway reads headers from."""
     store = store or DirStore(files)
     async with start_queue(stack_queue_settings(redis_url)) as queue:
         side = QueueSideStandIn(queue)
-        async with start_gateway(queue.base_url, store, **gateway) as (url, app):
+        async with start_gateway(queue.base_url, store, models, **gateway) as (url, app):
             yield Stack(queue, url, store, side, app)
 
 

@@ -1,7 +1,8 @@
 """The official ComfyUI frontend in real headless Chromium, through the gateway, as user001:
 it boots with no console errors caused by the server, queues a graph with the Run button,
 shows progress, loads the output image, and after a reload the saved workflow and the
-history are there. A screenshot is saved under the test's tmp dir."""
+history are there. A screenshot is saved under the test's tmp dir. Behind the gateway: the
+queue, the real worker (`services.worker`) and a ComfyUI double."""
 
 from __future__ import annotations
 
@@ -11,8 +12,9 @@ from typing import Any
 
 import pytest
 
-from tests.gateway_harness import PASSWORDS, play_worker, start_stack
+from tests.gateway_harness import PASSWORDS, start_stack
 from tests.test_gateway_api_client import GRAPH
+from tests.worker_harness import running_worker, worker_settings
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARGS = [
@@ -44,10 +46,11 @@ async def test_frontend_runs_a_graph_in_chromium(
     from playwright.async_api import async_playwright
 
     comfy.timing.node_time_s["ImageInvert"] = 0.5  # long enough to see it run
+    files = tmp_path / "files"
     async with (
-        start_stack(redis_url, tmp_path / "files", precompress=True,
+        start_stack(redis_url, files, precompress=True,
                     asset_cache_dir=tmp_path.parent.parent / "frontend-cache") as stack,
-        play_worker(stack, comfy),
+        running_worker(worker_settings(stack.queue, comfy.url, {"dir": str(files)})),
         async_playwright() as pw,
     ):  # fmt: skip
         browser = await pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
@@ -70,13 +73,18 @@ async def test_frontend_runs_a_graph_in_chromium(
             """() => { window.__seen = [];
               for (const t of ['execution_start', 'executing', 'progress_state', 'executed',
                                'execution_success'])
-                app.api.addEventListener(t, () => window.__seen.push(t)); }"""
+                app.api.addEventListener(t, () => window.__seen.push(t));
+              window.__titles = [];  // the frontend shows a running prompt's progress there
+              new MutationObserver(() => window.__titles.push(document.title))
+                .observe(document.querySelector('title'), {childList: true}); }"""
         )
+        # A new participant is greeted by the templates dialog: wait for it, close it as
+        # they would, and wait until it is gone and the canvas is free.
+        dialog = page.locator(".p-dialog-mask")
+        await dialog.first.wait_for(state="visible", timeout=30_000)
+        await page.keyboard.press("Escape")
+        await dialog.first.wait_for(state="detached", timeout=30_000)
         await page.evaluate("graph => app.loadApiJson(graph, 'browser.json')", GRAPH)
-        # A new participant is greeted by the templates dialog: close it, as they would.
-        while await page.locator(".p-dialog-mask").count():
-            await page.keyboard.press("Escape")
-            await page.wait_for_timeout(200)
         async with page.expect_response(
             lambda r: "/user001/api/view" in r.url and "api_client" in r.url and r.status == 200,
             timeout=60_000,
@@ -87,6 +95,8 @@ async def test_frontend_runs_a_graph_in_chromium(
         )
         seen = await page.evaluate("() => window.__seen")
         assert "progress_state" in seen and "executing" in seen and "executed" in seen
+        titles = await page.evaluate("() => window.__titles")
+        assert any("%]" in t for t in titles), titles  # "[50%]…": progress on screen
         await page.wait_for_function(
             """() => app.graph.nodes.some(n => n.type === 'SaveImage' && n.imgs
                  && n.imgs.some(i => i.src.includes('/api/view') && i.complete
@@ -106,6 +116,9 @@ async def test_frontend_runs_a_graph_in_chromium(
         assert saved == 200
         await page.reload()
         await page.wait_for_function(READY, timeout=60_000)
+        await page.wait_for_function(  # the workflow is back on the canvas
+            "() => app.graph.nodes.some(n => n.type === 'SaveImage')", timeout=30_000
+        )
         files = await page.evaluate("() => app.api.listUserDataFullInfo('workflows')")
         assert [f["path"] for f in files] == ["browser.json"]
         history = await page.evaluate("async () => await app.api.getHistory()")

@@ -364,6 +364,8 @@ BAD_INPUT: list[tuple[str, str, dict[str, Any], int, Any]] = [
     ("GET", "/view?filename=x.png&type=output&subfolder=../../", {}, 403, b""),
     ("GET", "/view?filename=x.png&type=output&subfolder=a%00b", {}, 404, b""),
     ("GET", "/view", {}, 404, b""),
+    ("GET", "/history/a%00b", {}, 200, {}),  # no prompt can have that id
+    ("GET", "/view_metadata/checkpoints?filename=..%2Fx.safetensors", {}, 404, b""),
     ("GET", "/userdata", {}, 400, "Directory not provided"),
     ("GET", "/userdata?dir=..%2F..", {}, 403, "Invalid directory"),
     ("GET", "/userdata/..%2F..%2Fx", {}, 403, b""),

@@ -64,9 +64,15 @@ class _BodyLimit:
 
 
 class GatewayApp:
-    def __init__(self, settings: GatewaySettings, store: ObjectStore | None = None) -> None:
+    def __init__(
+        self,
+        settings: GatewaySettings,
+        store: ObjectStore | None = None,
+        models: ObjectStore | None = None,
+    ) -> None:
         self.settings = settings
         self._store = store
+        self._models = models
         self.gw: Gateway | None = None
 
     # -- lifespan -----------------------------------------------------------------------------
@@ -83,6 +89,7 @@ class GatewayApp:
             store=self._store or open_store(s.storage),
             frontend=frontend,
             bridge=Bridge(queue, s.upstream_idle_s, {}),
+            models=self._models or (open_store(s.models) if s.models is not None else None),
         )
         gw.bridge.features = info.features(gw)
         precompress = None
@@ -294,6 +301,10 @@ def _with_cookie(send: Send, scope: Scope, caller: Caller, secure: bool) -> Send
     return sending
 
 
-def create_app(settings: GatewaySettings | None = None, store: ObjectStore | None = None) -> Any:
+def create_app(
+    settings: GatewaySettings | None = None,
+    store: ObjectStore | None = None,
+    models: ObjectStore | None = None,
+) -> Any:
     """The gateway; settings default to the GATEWAY_* environment."""
-    return GatewayApp(settings or GatewaySettings(), store)  # type: ignore[call-arg]
+    return GatewayApp(settings or GatewaySettings(), store, models)  # type: ignore[call-arg]

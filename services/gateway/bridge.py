@@ -18,6 +18,13 @@ ComfyUI would have sent:
   wait for ever;
 - `workshop.push_workflow` for a workflow an admin pushed (brief 5.3).
 
+One worker's ComfyUI runs one prompt after the other, and so its messages reach the
+participant: while a job of theirs is open on a worker (its messages have begun, its closing
+`executing {node: null}` has not gone out), the events of their next job on that worker (a
+prefetched one, whose worker relays it while the first one's outputs are still being
+stored) wait, and follow once the first has closed. Jobs on different workers run at once
+and are passed through as they come.
+
 A reconnect with the same clientId takes over its running job: ComfyUI's `executing` with
 the current node is sent at once, and the job's later messages go to the new socket.
 """
@@ -49,6 +56,8 @@ log = structlog.get_logger(__name__)
 #: Messages ComfyUI sends to every socket when the prompt has no client id.
 BROADCAST_WITHOUT_CLIENT = {"progress_state", "progress", "preview", "execution_interrupted"}
 TERMINAL = {"execution_success", "execution_error", "execution_interrupted"}
+#: Events of a job that keep ComfyUI's order behind the job open before it on its worker.
+_IN_ORDER = {EventType.COMFY, EventType.SUCCEEDED, EventType.FAILED, EventType.CANCELLED}
 PUSH_WORKFLOW = "push_workflow"
 PUSH_MESSAGE = "workshop.push_workflow"
 #: A subscription resumes where it left off (`?since=`) if it closed this recently.
@@ -64,8 +73,33 @@ class Downstream:
     ws: WebSocket
     sid: str
     preview_metadata: bool = False
+    #: A legacy (type-1) preview frame waiting for the `progress` message it follows.
+    deferred: bytes | None = None
 
     async def send(self, message: dict[str, Any] | bytes) -> None:
+        if isinstance(message, bytes):
+            await self._send(message)
+            return
+        progress = message.get("type") == "progress"
+        if self.deferred is not None and not progress:
+            await self._flush()
+        await self._send(message)
+        if progress:
+            await self._flush()
+
+    async def send_legacy_preview(self, frame: bytes) -> None:
+        """ComfyUI sends a client without `supports_preview_metadata` its preview after the
+        step's `progress` (a metadata client gets it before): the worker hears ComfyUI's
+        metadata order, so the frame waits for the next message."""
+        await self._flush()
+        self.deferred = frame
+
+    async def _flush(self) -> None:
+        frame, self.deferred = self.deferred, None
+        if frame is not None:
+            await self._send(frame)
+
+    async def _send(self, message: dict[str, Any] | bytes) -> None:
         try:
             async with asyncio.timeout(_SEND_TIMEOUT_S):
                 if isinstance(message, bytes):
@@ -87,6 +121,10 @@ class LiveJob:
     #: ComfyUI's closing `executing {node: null}`, held until the queue has recorded the end:
     #: a client that reads /history when it arrives must find the prompt there.
     closing: dict[str, Any] | None = None
+    #: The worker that holds the job (from its `leased` event or the job record).
+    worker: str | None = None
+    #: Its events that wait for the job open before it on the same worker.
+    held: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass
@@ -100,6 +138,8 @@ class SpaceHub:
     sockets: dict[str, Downstream] = field(default_factory=dict)
     jobs: dict[str, LiveJob] = field(default_factory=dict)
     ended: OrderedDict[str, None] = field(default_factory=OrderedDict)
+    #: Per worker, the job whose messages are flowing (ComfyUI's one prompt at a time).
+    open_on: dict[str, str] = field(default_factory=dict)
     last_event_id: str | None = None
     closed_at: float = 0.0
     ready: asyncio.Event = field(default_factory=asyncio.Event)
@@ -202,9 +242,12 @@ class SpaceHub:
                 started=j["state"] == JobState.RUNNING or (j["id"] in old and old[j["id"]].started),
                 node=(old[j["id"]].node if j["id"] in old else None)
                 or ((j.get("progress") or {}).get("node")),
+                worker=j.get("worker") or (old[j["id"]].worker if j["id"] in old else None),
+                held=old[j["id"]].held if j["id"] in old else [],
             )
             for j in listed
         }  # fmt: skip
+        self.open_on = {w: i for w, i in self.open_on.items() if i in self.jobs}
         self.ready.set()
 
     _owner: str | None = None
@@ -217,6 +260,9 @@ class SpaceHub:
     # -- events -> ComfyUI messages -----------------------------------------------------------
     async def handle(self, event: dict[str, Any]) -> None:
         kind, job_id = event.get("type"), event.get("job") or ""
+        if kind in _IN_ORDER and self._waits(job_id):
+            self.jobs[job_id].held.append(event)
+            return
         if kind == EventType.COMFY:
             await self._comfy(job_id, event.get("data") or {})
         elif kind == EventType.QUEUED:
@@ -225,7 +271,14 @@ class SpaceHub:
                 await self._status()
         elif kind in (EventType.LEASED, EventType.REQUEUED):
             if job_id in self.jobs:
-                self.jobs[job_id].state = event.get("state") or kind
+                job = self.jobs[job_id]
+                job.state = event.get("state") or kind
+                data = event.get("data")
+                if kind == EventType.LEASED and isinstance(data, dict) and data.get("worker"):
+                    job.worker = str(data["worker"])
+                elif kind == EventType.REQUEUED:  # back in the queue: its worker let it go
+                    worker, job.worker = job.worker, None
+                    await self._release(worker, job_id)
                 await self._status()
         elif kind == EventType.RUNNING:
             if job_id in self.jobs:
@@ -290,7 +343,10 @@ class SpaceHub:
             + image
         )
         for socket in self._targets(client_id, broadcast=True):
-            await socket.send(rich if socket.preview_metadata else legacy)
+            if socket.preview_metadata:
+                await socket.send(rich)
+            else:
+                await socket.send_legacy_preview(legacy)
 
     def _targets(self, client_id: str | None, broadcast: bool) -> list[Downstream]:
         if client_id is None:
@@ -308,6 +364,34 @@ class SpaceHub:
 
     async def _status(self) -> None:
         await self._broadcast(shapes.status_message(self.remaining))
+
+    def _waits(self, job_id: str) -> bool:
+        """Whether the job's events must wait: another job is open on its worker. A job
+        whose messages begin becomes its worker's open job."""
+        job = self.jobs.get(job_id)
+        if job is None or job.worker is None:
+            return False
+        if job.held:
+            return True  # keep its own events in order behind those already waiting
+        current = self.open_on.get(job.worker)
+        if current is None or current not in self.jobs:
+            self.open_on[job.worker] = job_id
+            return False
+        return current != job_id
+
+    async def _release(self, worker: str | None, job_id: str) -> None:
+        """The job's story on its worker is over (closed, or requeued): the next job there
+        whose events waited goes on."""
+        if worker is None or self.open_on.get(worker) != job_id:
+            return
+        del self.open_on[worker]
+        waiting = next((i for i, j in self.jobs.items() if j.worker == worker and j.held), None)
+        if waiting is None:
+            return
+        self.open_on[worker] = waiting
+        held, self.jobs[waiting].held = self.jobs[waiting].held, []
+        for event in held:
+            await self.handle(event)
 
     def _forget(self, job_id: str) -> None:
         self.jobs.pop(job_id, None)
@@ -330,6 +414,7 @@ class SpaceHub:
             await self._status()
             closing = job.closing or shapes.message("executing", shapes.executing(None, job_id))
             await self._route(closing, job.client_id, False)
+            await self._release(job.worker, job_id)
             return
         from services.gateway.prompts import public_outputs, synthesized_error
 
@@ -363,6 +448,7 @@ class SpaceHub:
         if terminal is not None:
             closing = shapes.message("executing", shapes.executing(None, job_id))
             await self._route(closing, client_id, False)
+        await self._release(job.worker, job_id)
 
     # -- sockets ------------------------------------------------------------------------------
     async def _close_sockets(self, code: int, reason: str) -> None:

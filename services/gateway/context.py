@@ -26,6 +26,8 @@ class Gateway:
     store: ObjectStore
     frontend: Frontend
     bridge: Bridge
+    #: The models bucket, when configured (`/view_metadata`).
+    models: ObjectStore | None = None
 
 
 @dataclass(frozen=True)

@@ -24,10 +24,10 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from services.comfy.catalog import content_type as content_kind
-from services.contracts import FileType, input_key, job_file_key, view_key
+from services.contracts import FileType, input_key, job_file_key, safe_relpath, view_key
 from services.gateway import responses
 from services.gateway.context import Gateway, Space
-from services.storage import ObjectNotFound
+from services.storage import ObjectInfo, ObjectNotFound
 
 #: Uploads of type temp/output are not a job's files: they live under this pseudo job id,
 #: which no job can have (job ids start with a letter or digit).
@@ -65,6 +65,51 @@ def stored_key(space: Space, file_type: FileType, subfolder: str, filename: str)
     return view_key(space.name, file_type, subfolder, filename)
 
 
+async def by_comfy_name(
+    gw: Gateway, space: Space, file_type: FileType, subfolder: str, filename: str
+) -> ObjectInfo | None:
+    """The participant's newest output (or temp) file that ComfyUI named `subfolder/filename`,
+    whichever job wrote it: a client that builds `/view` from ComfyUI's own names (a
+    script that knows its `filename_prefix`, a recorded trace, `name [output]`) finds the
+    file, as in one ComfyUI's output folder. Histories name each file by its job
+    (`<prompt id>/...`), which stays unambiguous when two workers' ComfyUIs reuse a name."""
+    try:
+        wanted = "/" + view_relpath(subfolder, filename)
+    except ValueError:
+        return None
+    prefix = space.file_type_dir(file_type)
+    found = [
+        o
+        for o in await gw.store.list(prefix)
+        if (rest := o.key[len(prefix) :]).find("/") > 0 and rest[rest.find("/") :] == wanted
+    ]
+    return max(found, key=lambda o: (o.modified, o.key), default=None)
+
+
+async def _resolved_key(
+    gw: Gateway, space: Space, file_type: FileType, subfolder: str, filename: str
+) -> str | None:
+    """The object a participant's (type, subfolder, filename) names: as histories name it
+    (`<prompt id>/...`), else by ComfyUI's own name; None if there is none."""
+    try:
+        key = stored_key(space, file_type, subfolder, filename)
+    except ValueError:
+        key = None
+    if key is not None and await gw.store.stat(key) is not None:
+        return key
+    if file_type is FileType.INPUT:
+        return None
+    found = await by_comfy_name(gw, space, file_type, subfolder, filename)
+    return found.key if found is not None else None
+
+
+def view_relpath(subfolder: str, filename: str) -> str:
+    """`subfolder/filename` checked part by part (ValueError for anything that could climb)."""
+    return "/".join(
+        p for p in (safe_relpath(subfolder, "subfolder"), safe_relpath(filename, "filename")) if p
+    )
+
+
 # -- /view ----------------------------------------------------------------------------------
 async def view(request: Request, gw: Gateway, space: Space) -> Response:
     query = request.query_params
@@ -86,12 +131,9 @@ async def view(request: Request, gw: Gateway, space: Space) -> Response:
     filename = posixpath.basename(filename)
     subfolder = posixpath.normpath(subfolder) if subfolder else ""
     subfolder = "" if subfolder == "." else subfolder
-    try:
-        key = stored_key(space, file_type, subfolder, filename)
-    except ValueError:
-        return responses.empty(404)
-    info = await gw.store.stat(key)
-    if info is None:
+    key = await _resolved_key(gw, space, file_type, subfolder, filename)
+    info = await gw.store.stat(key) if key is not None else None
+    if key is None or info is None:
         return responses.empty(404)
     disposition = {"Content-Disposition": f'filename="{filename}"'}
     preview, channel = query.get("preview"), query.get("channel")
@@ -194,12 +236,8 @@ async def _store_upload(gw: Gateway, space: Space, form: Any, data_for: Any = No
         i += 1
     if not duplicate:
         await gw.store.put(key, data, mimetypes.guess_type(filename)[0])
-    shown = (
-        subfolder
-        if file_type is FileType.INPUT
-        else posixpath.join(UPLOAD_FOLDER, subfolder).rstrip("/")
-    )
-    return responses.json({"name": filename, "subfolder": shown, "type": file_type.value})
+    # ComfyUI's answer: /view finds a temp or output upload by this name (`by_comfy_name`).
+    return responses.json({"name": filename, "subfolder": subfolder, "type": file_type.value})
 
 
 async def upload_image(request: Request, gw: Gateway, space: Space) -> Response:
@@ -231,11 +269,13 @@ async def upload_mask(request: Request, gw: Gateway, space: Space) -> Response:
             return responses.empty(403)
         try:
             ref_type = FileType(annotated_type or ref.get("type") or "output")
-            original_key = stored_key(space, ref_type, ref_subfolder, original)
         except ValueError:
             return responses.empty(400)
+        original_key = await _resolved_key(gw, space, ref_type, ref_subfolder, original)
 
         async def with_alpha(mask: bytes) -> bytes | Response:
+            if original_key is None:
+                return mask  # ComfyUI keeps the upload as it is when the original is gone
             try:
                 base = await gw.store.get(original_key)
             except ObjectNotFound:

@@ -10,12 +10,15 @@ import sys
 import time
 from typing import Any
 
+import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
 from services.comfy.catalog import MODEL_FOLDERS
+from services.contracts import safe_relpath
 from services.gateway import responses
 from services.gateway.context import Gateway, Space
+from services.storage import ObjectNotFound, ObjectStore
 
 _POOL_CACHE_S = 2.0
 _pool: dict[str, Any] = {"at": 0.0, "value": None}
@@ -123,9 +126,48 @@ async def no_templates(request: Request, gw: Gateway, space: Space) -> Response:
     return responses.json([])
 
 
+#: ComfyUI reads at most this much of a safetensors header (`safetensors_header`).
+_HEADER_MAX = 1024 * 1024
+
+
 async def view_metadata(request: Request, gw: Gateway, space: Space, folder: str) -> Response:
-    """Model files live on the workers; their headers are not read here."""
-    return responses.empty(404)
+    """ComfyUI's `/view_metadata/{folder}?filename=`: a model's safetensors `__metadata__`
+    (the frontend shows it in the model browser), for a model the pool has, read from the
+    models bucket the hosts fetch from (its first bytes only). 404 as ComfyUI's: not a
+    `.safetensors` name, not in the pool, unreadable, or no metadata."""
+    filename = request.query_params.get("filename", "")
+    if gw.models is None or folder not in MODEL_FOLDERS or not filename.endswith(".safetensors"):
+        return responses.empty(404)
+    if filename not in (await _models(gw, space)).get(folder, []):
+        return responses.empty(404)
+    try:
+        header = await _safetensors_header(gw.models, f"{folder}/{filename}")
+        metadata = orjson.loads(header)["__metadata__"] if header is not None else None
+    except (ValueError, KeyError, TypeError, ObjectNotFound):
+        metadata = None
+    if not isinstance(metadata, dict):
+        return responses.empty(404)
+    return responses.json(metadata)
+
+
+async def _safetensors_header(store: ObjectStore, key: str) -> bytes | None:
+    """The JSON header of a safetensors object (8-byte little-endian length, then JSON),
+    streamed only as far as the header goes; None past ComfyUI's 1 MiB cap."""
+    safe_relpath(key, "model")
+    data = b""
+    stream = store.stream(key)
+    try:
+        async for chunk in stream:
+            data += chunk
+            if len(data) >= 8:
+                length = int.from_bytes(data[:8], "little")
+                if length > _HEADER_MAX:
+                    return None
+                if len(data) >= 8 + length:
+                    return data[8 : 8 + length]
+    finally:
+        await stream.aclose()  # type: ignore[attr-defined]
+    return None
 
 
 async def logs(request: Request, gw: Gateway, space: Space) -> Response:

@@ -30,7 +30,11 @@ from services.gateway.requests import int_param, read_json
 
 _JOB_ID = re.compile(JOB_ID_PATTERN)
 _LISTING_LIMIT = 500
-RUNNING_STATES = (JobState.LEASED, JobState.RUNNING)
+#: A job is running in ComfyUI's sense once its ComfyUI began it (`execution_start` relayed);
+#: a leased job may still wait in its worker's ComfyUI queue (prefetched): it is pending,
+#: can be deleted from /queue, and /interrupt leaves it alone, as ComfyUI would.
+RUNNING_STATES = (JobState.RUNNING,)
+PENDING_STATES = (JobState.QUEUED, JobState.LEASED)
 _ANNOTATION = re.compile(r"^(.*) \[(input|output|temp)\]$")
 
 
@@ -248,7 +252,7 @@ async def get_queue(request: Request, gw: Gateway, space: Space) -> Response:
     jobs = await live_jobs(gw, space, workflow=True)
     nodes = await gw.catalog.current(space.token)
     running = [entry(j, nodes) for j in jobs if j["state"] in RUNNING_STATES]
-    pending = [entry(j, nodes) for j in jobs if j["state"] == JobState.QUEUED]
+    pending = [entry(j, nodes) for j in jobs if j["state"] in PENDING_STATES]
     return responses.json(shapes.queue_body(running, pending))
 
 
@@ -276,7 +280,7 @@ async def post_queue(request: Request, gw: Gateway, space: Space) -> Response:
     body = await _json_object(request, gw)
     if body is None:
         return responses.empty(400)
-    pending = [j["id"] for j in await live_jobs(gw, space) if j["state"] == JobState.QUEUED]
+    pending = [j["id"] for j in await live_jobs(gw, space) if j["state"] in PENDING_STATES]
     doomed: list[str] = []
     if body.get("clear"):
         doomed = pending
@@ -336,6 +340,8 @@ async def get_history(request: Request, gw: Gateway, space: Space) -> Response:
 
 
 async def get_history_item(request: Request, gw: Gateway, space: Space, prompt_id: str) -> Response:
+    if not _JOB_ID.match(prompt_id):
+        return responses.json({})  # no prompt can have that id (ComfyUI: not in its history)
     try:
         job = await gw.queue.json(
             "GET", f"/api/jobs/{prompt_id}", space.token, params={"workflow": "true"}
@@ -345,7 +351,7 @@ async def get_history_item(request: Request, gw: Gateway, space: Space, prompt_i
             return responses.json({})
         raise
     if job["user"] != space.name or job["state"] in {
-        s.value for s in (JobState.QUEUED, *RUNNING_STATES)
+        s.value for s in (*PENDING_STATES, *RUNNING_STATES)
     }:
         return responses.json({})
     if not in_history(job):

@@ -27,6 +27,11 @@ class GatewaySettings(BaseSettings):
     host: str = "0.0.0.0"
     port: int = GATEWAY_PORT
     storage: StorageSettings
+    models: StorageSettings | None = Field(
+        default=None,
+        description="the models bucket (keys <folder>/<file>, as `services.fleet models` fills "
+        "it): /view_metadata reads a pool model's safetensors header from it; unset: 404",
+    )
     public_url: str | None = Field(
         default=None,
         description="https://<domain>: session cookies are marked Secure when it is https",
