@@ -17,6 +17,7 @@ from infra.config import ConfigError, WorkshopConfig, load_config
 from tests.infra.harness import (
     IMAGES,
     SERVER_TYPES,
+    VERDA_INSTANCE,
     WITHDRAWN,
     WORKER_IMAGE,
     UpFailed,
@@ -204,6 +205,22 @@ def test_what_the_night_keeps_and_what_the_morning_recreates(week):
     # The URLs handed out on day one still work.
     for key in ("workshopUrl", "participantUrls", "adminUrl"):
         assert week.day2.outputs[key] == week.day1.outputs[key]
+
+
+def test_gpu_hosts_are_new_each_morning_with_the_same_worker_tokens(week):
+    """What the runbook's "Day two" says: the GPU hosts and their tailnet key are destroyed at
+    night and created again, the worker tokens (protected) are not."""
+    created = week.day2.ops("create")
+    assert "tailscale:index/tailnetKey:TailnetKey::gpu-key" in created
+    hosts = {k for k in week.day2.resources if k.startswith(VERDA_INSTANCE)}
+    assert len(hosts) == GPU["count"] and hosts <= created
+    day1 = week.day1.state["tailscale:index/tailnetKey:TailnetKey::gpu-key"].outputs["key"]
+    day2 = week.day2.state["tailscale:index/tailnetKey:TailnetKey::gpu-key"].outputs["key"]
+    assert day1 != day2
+    workers = week.day1.outputs["credentials"]["workers"]
+    assert workers and week.day2.outputs["credentials"]["workers"] == workers
+    runbook = (ROOT / "docs" / "runbook.md").read_text()
+    assert "GPU hosts are recreated each morning" in runbook
 
 
 def test_zone_settings_stay_overnight(week):
