@@ -6,6 +6,11 @@ fails the server's create, which comes after the buckets, tokens, tailnet policy
 and volume already exist: a half-finished `up`. Reading the type with `hcloud.get_server_type`
 (one API call, also during `pulumi preview`) turns that into an error on the first line of
 the preview that names the config key and what to choose instead.
+
+Both the server type and the image are checked: Hetzner retires images too (deprecated,
+then removed once the OS release is out of support), and images exist per architecture (an
+Arm cax* type needs the image's arm build), so `hcloud.get_image` is read by name for the
+architecture Hetzner gives the type.
 """
 
 from __future__ import annotations
@@ -21,6 +26,8 @@ from infra.config import NAMESPACE, ConfigError
 
 #: What to suggest when a type cannot be ordered (Hetzner's current shared-vCPU lines).
 SUGGESTED_TYPES = "cx23 (x86, EU), cax11 (Arm, EU) or cpx22 (x86, all locations)"
+#: What to suggest when an image cannot be used (Hetzner's current system images).
+SUGGESTED_IMAGES = "ubuntu-24.04 or debian-12"
 
 
 def check_server_type(
@@ -59,22 +66,62 @@ def check_server_type(
     return name, warnings
 
 
-def orderable_server_type(
+def check_image(image: Any, name: str, architecture: str) -> tuple[str, list[str]]:
+    """`image`: hcloud's GetImageResult for (name, architecture). Returns (name, warnings).
+
+    The data source itself fails for a name Hetzner does not have ("no image found with
+    name ..."); this adds what a deprecated image means for the organizer.
+    """
+    warnings = []
+    if image.deprecation_announced or image.is_deprecated:
+        warnings.append(
+            f"image {name!r} ({architecture}) is deprecated by Hetzner and will be removed; "
+            f"choose another with `pulumi config set {NAMESPACE}:vpsImage <image>` "
+            f"(e.g. {SUGGESTED_IMAGES})"
+        )
+    return name, warnings
+
+
+def image_not_offered(name: str, architecture: str, error: Exception) -> ConfigError:
+    """The data source's error for an image Hetzner does not offer, with the key to change."""
+    return ConfigError(
+        f"Hetzner does not offer image {name!r} for {architecture} servers ({error}); "
+        f"choose another with `pulumi config set {NAMESPACE}:vpsImage <image>` "
+        f"(e.g. {SUGGESTED_IMAGES})"
+    )
+
+
+def orderable_vps(
     server_type: str,
     location: str,
+    image: str,
     opts: pulumi.InvokeOutputOptions | None = None,
     today: Callable[[], datetime.date] = datetime.date.today,
-) -> pulumi.Output[str]:
-    """The type's name once Hetzner confirmed it can be ordered in `location` (else an error).
+) -> tuple[pulumi.Output[str], pulumi.Output[str]]:
+    """(type, image) as Outputs that resolve only once Hetzner confirmed both can be ordered.
 
-    The server's `server_type` is this Output, so the server cannot be registered (and the
-    preview fails) before the check passed.
+    The server takes both, so it cannot be registered (and the preview fails, before any
+    server exists) while either check fails. The image is looked up for the architecture
+    Hetzner gives the type.
     """
+    result = hcloud.get_server_type_output(name=server_type, opts=opts)
 
-    def checked(result: Any) -> str:
-        name, warnings = check_server_type(result, location, today())
+    def checked_type(found: Any) -> str:
+        name, warnings = check_server_type(found, location, today())
         for w in warnings:
             pulumi.log.warn(w)
         return name
 
-    return hcloud.get_server_type_output(name=server_type, opts=opts).apply(checked)
+    async def checked_image(architecture: str) -> str:
+        try:
+            found = await hcloud.get_image_output(
+                name=image, with_architecture=architecture, opts=opts
+            ).future()
+        except Exception as e:  # the data source's "no image found with name ..."
+            raise image_not_offered(image, architecture, e) from None
+        name, warnings = check_image(found, image, architecture)
+        for w in warnings:
+            pulumi.log.warn(w)
+        return name
+
+    return result.apply(checked_type), result.architecture.apply(checked_image)

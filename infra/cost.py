@@ -19,13 +19,24 @@ PRICES_AS_OF = "2026-05"
 # EUR per hour (Hetzner bills hourly up to the monthly cap). The Cost-Optimized line that
 # replaced cx22..cx52: cx33 as Hetzner's pricing API reported it (EUR 6.49/month, 0.0104/hour,
 # 2026-05-27); the others from the same report's per-vCPU monthly prices at the same
-# monthly-to-hourly ratio. Arm (cax*) and Regular Performance (cpx*) types are orderable
-# too but priced as unknown until someone records a checked price here.
+# monthly-to-hourly ratio.
+# Arm (cax11..cax31) and Regular Performance (cpx22, cpx32): Hetzner's hourly prices as
+# listed, rounded to EUR 0.001, on docs.cnap.tech/compute/providers/hetzner (read
+# 2026-12-02; the same figures on docs.akua.dev/compute/providers/hetzner). Hetzner's own
+# price list and pricing API were not reachable from where this table was last updated, and
+# that page rounds (and lists cx33 at 0.011, not 0.0104): these five are indicative, within
+# EUR 0.001. cax41, cpx42, cpx52 and cpx62 are orderable but no checked price was found, so
+# they stay priced as unknown (a warning), as any type missing here.
 SERVER_EUR_PER_HOUR: dict[str, float] = {
     "cx23": 0.0064,
     "cx33": 0.0104,
     "cx43": 0.0192,
     "cx53": 0.0360,
+    "cax11": 0.004,
+    "cax21": 0.007,
+    "cax31": 0.013,
+    "cpx22": 0.008,
+    "cpx32": 0.016,
 }
 PRIMARY_IPV4_EUR_PER_HOUR = 0.0008  # EUR 0.50 / month
 VOLUME_EUR_PER_GB_MONTH = 0.0572  # the same report

@@ -10,7 +10,7 @@ import pulumi_cloudflare as cloudflare
 import pulumi_command as command
 import pulumi_hcloud as hcloud
 
-from infra.catalogue import orderable_server_type
+from infra.catalogue import orderable_vps
 from infra.cloudinit import JOIN_TAILNET, render_vps
 from infra.proxy import HTTPS_PORT
 from infra.tailnet import vps_join_key
@@ -132,11 +132,13 @@ class Vps(pulumi.ComponentResource):
                 )
             )
         )
+        # Pre-flight: both resolve only once Hetzner's catalogue confirmed them.
+        server_type, image = orderable_vps(args.server_type, args.location, args.image)
         self.server = hcloud.Server(
             "server",
             name=hostname,
-            server_type=orderable_server_type(args.server_type, args.location),
-            image=args.image,
+            server_type=server_type,
+            image=image,
             location=args.location,
             ssh_keys=[k.id for k in keys],
             firewall_ids=[self.firewall.id.apply(int)],

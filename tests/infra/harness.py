@@ -5,9 +5,10 @@ real `pulumi up` (and the second, and a destroy in between) would meet:
 
 - a `World`: what exists at the providers, outliving Pulumi's state (buckets, zone settings,
   tailnet keys and devices, servers and the Docker objects on each), with the providers'
-  rules: Hetzner refuses server types it no longer sells and names already in use, R2
-  refuses a bucket that exists, a single-use tailnet key works once, Tailscale rejects ACL
-  `tests` for a user without a device, deleting a zone setting resets it;
+  rules: Hetzner refuses server types it no longer sells, images it does not have (per
+  architecture) and names already in use, R2 refuses a bucket that exists, a single-use
+  tailnet key works once, Tailscale rejects ACL `tests` for a user without a device,
+  deleting a zone setting resets it;
 - a prior `State`, so a run is an update: each resource is created, kept, updated in place
   or replaced by the provider's own rule for which arguments force a new resource
   (`REPLACED_BY`), as the engine decides from the provider's diff;
@@ -75,6 +76,28 @@ SERVER_TYPES: dict[str, tuple[str, tuple[str, ...]]] = {
 }
 #: Images Hetzner offers, for both architectures.
 IMAGES = {"ubuntu-24.04", "ubuntu-22.04", "debian-12", "debian-13"}
+#: Offered but deprecated (Hetzner sets `deprecated`; the image is removed later).
+DEPRECATED_IMAGES = {"ubuntu-20.04"}
+
+
+def image_info(name: str, architecture: str | None) -> dict[str, Any]:
+    """What hcloud's getImage returns for a name (GET /images?name=&architecture=, the
+    architecture defaulting to x86), raising as the data source does for no match."""
+    arch = architecture or "x86"
+    if name not in IMAGES | DEPRECATED_IMAGES or arch not in ("x86", "arm"):
+        raise LookupError(f"no image found with name {name}")
+    deprecated = "2025-06-01T00:00:00Z" if name in DEPRECATED_IMAGES else ""
+    return {
+        "id": 100 + sorted(IMAGES | DEPRECATED_IMAGES).index(name) * 2 + (arch == "arm"),
+        "name": name,
+        "architecture": arch,
+        "type": "system",
+        "osFlavor": name.split("-")[0],
+        "osVersion": name.split("-")[1],
+        "isDeprecated": bool(deprecated),
+        "deprecated": deprecated,
+        "deprecationAnnounced": deprecated,
+    }
 
 
 def server_type_info(name: str) -> dict[str, Any]:
@@ -430,7 +453,7 @@ class ProviderMocks(Mocks):
             raise ProviderError(f"unsupported location for server type {server['serverType']}")
         if loc["unavailableAfter"] and loc["unavailableAfter"][:10] <= TODAY:
             raise ProviderError(f"server type {server['serverType']} is deprecated (unsupported)")
-        if server["image"] not in IMAGES:
+        if server["image"] not in IMAGES | DEPRECATED_IMAGES:
             raise ProviderError(f"image {server['image']!r} not found")
 
     def check_acl(self, acl: dict[str, Any]) -> None:
@@ -468,6 +491,13 @@ class ProviderMocks(Mocks):
     def call(self, args: MockCallArgs):
         if args.token == "hcloud:index/getServerType:getServerType":
             return server_type_info(args.args["name"])
+        if args.token == "hcloud:index/getImage:getImage":
+            # The data source's error reaches the program as a failed invoke (the engine
+            # answers the SDK with the provider's error), as the failures of the response.
+            try:
+                return image_info(args.args["name"], args.args.get("withArchitecture"))
+            except LookupError as e:
+                return {}, [("name", str(e))]
         if args.token == "cloudflare:index/getIpRanges:getIpRanges":
             return {"ipv4Cidrs": list(CLOUDFLARE_IPV4), "ipv6Cidrs": list(CLOUDFLARE_IPV6),
                     "etag": "mock"}  # fmt: skip

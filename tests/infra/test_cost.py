@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from infra.catalogue import SUGGESTED_TYPES
 from infra.config import WorkshopConfig
 from infra.cost import (
     DEFAULT_SCENARIOS,
@@ -18,7 +20,14 @@ from infra.cost import (
     hourly_cost,
     price_warning,
 )
-from tests.infra.harness import SERVER_TYPES, WITHDRAWN, WORKER_IMAGE, make_config, run_program
+from tests.infra.harness import (
+    DOCUMENTED_CONFIGS,
+    SERVER_TYPES,
+    WITHDRAWN,
+    WORKER_IMAGE,
+    make_config,
+    run_program,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -40,6 +49,12 @@ def test_price_table_lists_only_types_hetzner_sells():
     default = WorkshopConfig.__dataclass_fields__["vps_type"].default
     assert {default, "cx33"} <= set(SERVER_EUR_PER_HOUR)
     assert all(vps in SERVER_EUR_PER_HOUR for _, vps, *_ in DEFAULT_SCENARIOS)
+    # What the docs and the pre-flight's error tell an organizer to choose must be priced.
+    suggested = set(re.findall(r"\b(c[a-z]{1,2}\d{2})\b", SUGGESTED_TYPES))
+    assert suggested == {"cx23", "cax11", "cpx22"}
+    documented = {c["vpsType"] for c in DOCUMENTED_CONFIGS.values() if "vpsType" in c}
+    assert "cax11" in documented
+    assert suggested | documented <= set(SERVER_EUR_PER_HOUR)
 
 
 def test_unknown_price_is_a_warning_not_a_failed_up(tmp_path):

@@ -12,11 +12,12 @@ from types import SimpleNamespace
 import pytest
 import yaml
 
-from infra.catalogue import check_server_type
+from infra.catalogue import check_image, check_server_type
 from infra.config import ConfigError, WorkshopConfig, load_config
 from tests.infra.harness import (
     IMAGES,
     SERVER_TYPES,
+    VERDA_INSTANCE,
     WITHDRAWN,
     WORKER_IMAGE,
     UpFailed,
@@ -74,6 +75,45 @@ def test_withdrawn_type_stops_the_preview_before_the_server(tmp_path):
 def test_type_hetzner_has_never_heard_of_fails_the_preview(tmp_path):
     with pytest.raises(UpFailed, match="no server type found with name 'cx99'"):
         run_program(make_config(tmp_path, vpsType="cx99"))
+
+
+def test_image_hetzner_does_not_offer_fails_the_preview_before_the_server(tmp_path):
+    """Hetzner's getImage finds no `ubuntu-19.04` (long removed): the pre-flight stops the
+    run with the key to change, and no server is created."""
+    world = World()
+    with pytest.raises(UpFailed) as failed:
+        run_program(make_config(tmp_path, vpsImage="ubuntu-19.04"), world)
+    message = str(failed.value)
+    assert "Hetzner does not offer image 'ubuntu-19.04' for x86 servers" in message
+    assert "pulumi config set workshop:vpsImage" in message and "ubuntu-24.04" in message
+    assert world.servers == {}
+    assert not any(k.startswith("hcloud:index/server:Server") for k in failed.value.state)
+
+
+def test_image_is_looked_up_for_the_types_architecture(tmp_path, monkeypatch):
+    """Images exist per architecture: an Arm type asks for the image's arm build."""
+    import tests.infra.harness as harness
+
+    asked: list[tuple[str, str | None]] = []
+    real = harness.image_info
+
+    def recording(name: str, arch: str | None):
+        asked.append((name, arch))
+        return real(name, arch)
+
+    monkeypatch.setattr(harness, "image_info", recording)
+    s = run_program(make_config(tmp_path, vpsType="cax11"))
+    assert asked == [("ubuntu-24.04", "arm")]
+    assert s.one("hcloud:index/server:Server", "server").inputs["image"] == "ubuntu-24.04"
+
+
+def test_deprecated_image_is_a_warning():
+    image = SimpleNamespace(deprecation_announced="2025-06-01T00:00:00Z", is_deprecated=True)
+    name, warnings = check_image(image, "ubuntu-20.04", "x86")
+    assert name == "ubuntu-20.04"
+    assert warnings and "deprecated" in warnings[0] and "workshop:vpsImage" in warnings[0]
+    current = SimpleNamespace(deprecation_announced="", is_deprecated=False)
+    assert check_image(current, "ubuntu-24.04", "x86") == ("ubuntu-24.04", [])
 
 
 def location(name: str, **kw) -> SimpleNamespace:
@@ -165,6 +205,22 @@ def test_what_the_night_keeps_and_what_the_morning_recreates(week):
     # The URLs handed out on day one still work.
     for key in ("workshopUrl", "participantUrls", "adminUrl"):
         assert week.day2.outputs[key] == week.day1.outputs[key]
+
+
+def test_gpu_hosts_are_new_each_morning_with_the_same_worker_tokens(week):
+    """What the runbook's "Day two" says: the GPU hosts and their tailnet key are destroyed at
+    night and created again, the worker tokens (protected) are not."""
+    created = week.day2.ops("create")
+    assert "tailscale:index/tailnetKey:TailnetKey::gpu-key" in created
+    hosts = {k for k in week.day2.resources if k.startswith(VERDA_INSTANCE)}
+    assert len(hosts) == GPU["count"] and hosts <= created
+    day1 = week.day1.state["tailscale:index/tailnetKey:TailnetKey::gpu-key"].outputs["key"]
+    day2 = week.day2.state["tailscale:index/tailnetKey:TailnetKey::gpu-key"].outputs["key"]
+    assert day1 != day2
+    workers = week.day1.outputs["credentials"]["workers"]
+    assert workers and week.day2.outputs["credentials"]["workers"] == workers
+    runbook = (ROOT / "docs" / "runbook.md").read_text()
+    assert "GPU hosts are recreated each morning" in runbook
 
 
 def test_zone_settings_stay_overnight(week):
