@@ -35,6 +35,16 @@ SCRIPTS = (
     "comfy-gpu-teardown",
 )
 
+#: A rented host's sshd answers on its public address (Pulumi waits for the bootstrap over
+#: it): keys only. Read first (00-), so it wins over the image's and cloud-init's 50-*.conf.
+SSHD_KEYS_ONLY_PATH = "/etc/ssh/sshd_config.d/00-comfy-keys-only.conf"
+SSHD_KEYS_ONLY = """# ComfyUI workshop GPU host: public SSH with keys only (infra/gpu_bootstrap.py).
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+PermitRootLogin prohibit-password
+PubkeyAuthentication yes
+"""
+
 # What Pulumi runs on a Verda host to wait for its startup script (stdout: the tailnet IP).
 WAIT_FOR_BOOTSTRAP = """set -eu
 i=0
@@ -135,7 +145,14 @@ def host_files(b: HostBootstrap) -> list[dict[str, str]]:
         **{f"FLEET_MODELS__{k}": v for k, v in storage.items()},
     }
     secret, public = "0600", "0644"
+    # Only on the hosts the stack rents: an `ssh` host's sshd is its owner's to configure.
+    sshd = (
+        [{"path": SSHD_KEYS_ONLY_PATH, "permissions": public, "content": SSHD_KEYS_ONLY}]
+        if b.provider == "verda"
+        else []
+    )
     return [
+        *sshd,
         {"path": "/etc/comfy/gpu.env", "permissions": public, "content": _env(gpu_env, True)},
         {
             "path": "/etc/comfy/worker.env",
