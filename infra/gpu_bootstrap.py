@@ -32,8 +32,13 @@ SCRIPTS = (
     "comfy-gpu-wait-queue",
     "comfy-gpu-fetch-models",
     "comfy-gpu-start-workers",
+    "comfy-gpu-wait-registered",
     "comfy-gpu-teardown",
 )
+STATUS_DIR = "/run/comfy/status"  # the workers' status files (tmpfiles in cloud-init/gpu.yaml)
+#: How long the bootstrap waits for every pair to register (ComfyUI's start, first model
+#: scan, registration); WAIT_FOR_BOOTSTRAP's hour covers it.
+REGISTER_TIMEOUT_S = 600
 
 #: A rented host's sshd answers on its public address (Pulumi waits for the bootstrap over
 #: it): keys only. Read first (00-), so it wins over the image's and cloud-init's 50-*.conf.
@@ -123,6 +128,8 @@ def host_files(b: HostBootstrap) -> list[dict[str, str]]:
         "COMFY_SHARED_MODELS_DIR": b.shared_models_dir,
         "COMFY_SHARED_MODELS_NFS": b.shared_models_nfs,
         "COMFY_POWEROFF_ON_FAILURE": int(b.poweroff_on_failure),
+        "COMFY_STATUS_DIR": STATUS_DIR,
+        "COMFY_REGISTER_TIMEOUT_S": REGISTER_TIMEOUT_S,
     }
     storage = {
         "ENDPOINT": b.storage_endpoint,
