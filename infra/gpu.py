@@ -27,13 +27,24 @@ import pulumi_random as random
 
 from infra.gpu_bootstrap import AS_ROOT, TEARDOWN, WAIT_FOR_BOOTSTRAP, HostBootstrap, render_script
 from infra.gpu_config import GpuSettings, SshHost
+from infra.policy.rules import GPU_SSH_AUTH, GPU_SSH_PORT
 from infra.storage import S3Credentials
 from infra.verda_provider import VerdaInstance, VerdaSshKey
 from services.contracts import WORKER_TOKEN_PREFIX
 from services.fleet.manifest import DEFAULT_MANIFEST
 
-#: ComfyUI and the workers listen on loopback only; a GPU host opens no public port.
+#: ComfyUI and the workers listen on loopback only; the workers call out to the queue.
 COMFYUI_LISTEN = "127.0.0.1"
+#: A Verda instance has a public address with sshd on it: Pulumi waits for the bootstrap over
+#: it (`gpu-NN-ready`), and the bootstrap makes sshd key-only (the host's sshd drop-in,
+#: infra/gpu_bootstrap.py). It is the one public port a GPU host has, and is declared as such.
+VERDA_SSH_PORT = GPU_SSH_PORT
+
+
+def public_ports(provider: str) -> list[int]:
+    """The ports the stack's host answers on from the internet. An `ssh` host is the
+    organizer's machine: the stack opens nothing on it (its sshd is theirs)."""
+    return [VERDA_SSH_PORT] if provider == "verda" else []
 
 
 @dataclass(frozen=True)
@@ -84,7 +95,8 @@ class _HostSpec:
 class GpuHost(pulumi.ComponentResource):
     """One GPU host: its machine, its bootstrap, and when it is ready.
 
-    Its registered properties are what the policy pack checks (an idle limit, no public port).
+    Its registered properties are what the policy pack checks (an idle limit, no public port
+    but key-only SSH).
     """
 
     def __init__(self, spec: _HostSpec, opts: pulumi.ResourceOptions | None = None) -> None:
@@ -92,7 +104,8 @@ class GpuHost(pulumi.ComponentResource):
         props = {
             "provider": s.provider,
             "idleMinutes": s.idle_minutes,
-            "publicPorts": [],
+            "publicPorts": public_ports(s.provider),
+            "sshAuth": GPU_SSH_AUTH if s.provider == "verda" else "",
             "comfyuiListen": COMFYUI_LISTEN,
             "processesPerGpu": s.processes_per_gpu,
             "tailnetName": spec.hostname,
@@ -190,6 +203,7 @@ class GpuHost(pulumi.ComponentResource):
         )
         connection = command.remote.ConnectionArgs(
             host=instance.ip,  # type: ignore[attr-defined]
+            port=VERDA_SSH_PORT,
             user=s.ssh_user,
             private_key=spec.args.ssh_private_key,
             dial_error_limit=60,

@@ -32,8 +32,23 @@ SCRIPTS = (
     "comfy-gpu-wait-queue",
     "comfy-gpu-fetch-models",
     "comfy-gpu-start-workers",
+    "comfy-gpu-wait-registered",
     "comfy-gpu-teardown",
 )
+STATUS_DIR = "/run/comfy/status"  # the workers' status files (tmpfiles in cloud-init/gpu.yaml)
+#: How long the bootstrap waits for every pair to register (ComfyUI's start, first model
+#: scan, registration); WAIT_FOR_BOOTSTRAP's hour covers it.
+REGISTER_TIMEOUT_S = 600
+
+#: A rented host's sshd answers on its public address (Pulumi waits for the bootstrap over
+#: it): keys only. Read first (00-), so it wins over the image's and cloud-init's 50-*.conf.
+SSHD_KEYS_ONLY_PATH = "/etc/ssh/sshd_config.d/00-comfy-keys-only.conf"
+SSHD_KEYS_ONLY = """# ComfyUI workshop GPU host: public SSH with keys only (infra/gpu_bootstrap.py).
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+PermitRootLogin prohibit-password
+PubkeyAuthentication yes
+"""
 
 # What Pulumi runs on a Verda host to wait for its startup script (stdout: the tailnet IP).
 WAIT_FOR_BOOTSTRAP = """set -eu
@@ -113,6 +128,8 @@ def host_files(b: HostBootstrap) -> list[dict[str, str]]:
         "COMFY_SHARED_MODELS_DIR": b.shared_models_dir,
         "COMFY_SHARED_MODELS_NFS": b.shared_models_nfs,
         "COMFY_POWEROFF_ON_FAILURE": int(b.poweroff_on_failure),
+        "COMFY_STATUS_DIR": STATUS_DIR,
+        "COMFY_REGISTER_TIMEOUT_S": REGISTER_TIMEOUT_S,
     }
     storage = {
         "ENDPOINT": b.storage_endpoint,
@@ -135,7 +152,14 @@ def host_files(b: HostBootstrap) -> list[dict[str, str]]:
         **{f"FLEET_MODELS__{k}": v for k, v in storage.items()},
     }
     secret, public = "0600", "0644"
+    # Only on the hosts the stack rents: an `ssh` host's sshd is its owner's to configure.
+    sshd = (
+        [{"path": SSHD_KEYS_ONLY_PATH, "permissions": public, "content": SSHD_KEYS_ONLY}]
+        if b.provider == "verda"
+        else []
+    )
     return [
+        *sshd,
         {"path": "/etc/comfy/gpu.env", "permissions": public, "content": _env(gpu_env, True)},
         {
             "path": "/etc/comfy/worker.env",

@@ -21,6 +21,9 @@ BUCKET = "cloudflare:index/r2Bucket:R2Bucket"
 GPU_HOST = "comfy:workshop:GpuHost"
 VERDA_INSTANCE = "pulumi-python:dynamic/verda:Instance"
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
+#: The one port a GPU host may have public (SSH, key-only): how Pulumi reaches a rented host.
+GPU_SSH_PORT = 22
+GPU_SSH_AUTH = "publickey"
 RANDOM_PASSWORD = "random:index/randomPassword:RandomPassword"  # noqa: S105 (a type)
 
 # Resource type -> the properties that hold credentials and must be secret outputs.
@@ -145,12 +148,25 @@ def validate_gpu_idle(args: Any, report: ReportViolation) -> None:
 
 
 def validate_gpu_private(args: Any, report: ReportViolation) -> None:
-    """GPU hosts are reached over the tailnet only: no public port, ComfyUI on loopback."""
+    """GPU hosts are reached over the tailnet: no public port but SSH with keys only (how
+    Pulumi waits for a rented host's bootstrap), ComfyUI on loopback."""
     if args.resource_type != GPU_HOST:
         return
     ports = args.props.get("publicPorts")
-    if ports is None or ports:
-        report(f"GPU host {args.name} opens public ports {ports}: reach it over the tailnet")
+    if not isinstance(ports, list | tuple):
+        report(f"GPU host {args.name} does not declare its public ports (publicPorts)")
+        ports = []
+    others = [p for p in ports if p != GPU_SSH_PORT]
+    if others:
+        report(
+            f"GPU host {args.name} opens public ports {others}: only SSH ({GPU_SSH_PORT}, "
+            "keys only) may be public; reach everything else over the tailnet"
+        )
+    if GPU_SSH_PORT in ports and args.props.get("sshAuth") != GPU_SSH_AUTH:
+        report(
+            f"GPU host {args.name} has public SSH without key-only authentication "
+            f"(sshAuth {args.props.get('sshAuth')!r}, not {GPU_SSH_AUTH!r})"
+        )
     listen = args.props.get("comfyuiListen")
     if listen not in LOOPBACK:
         report(f"GPU host {args.name} lets ComfyUI listen on {listen!r}, not on loopback")
@@ -188,7 +204,7 @@ POLICIES = [
     _policy("gpu-idle-limit", "Every GPU host carries an idle limit.", validate_gpu_idle),
     _policy(
         "gpu-no-public-port",
-        "GPU hosts open no public port; ComfyUI listens on loopback.",
+        "GPU hosts open no public port but key-only SSH; ComfyUI listens on loopback.",
         validate_gpu_private,
     ),
 ]

@@ -96,6 +96,31 @@ def test_verda_hosts(tmp_path, count):
     assert not [c for c in stack.of_type(CMD) if c.name.endswith("-bootstrap")]
 
 
+@pytest.mark.parametrize("provider", ["verda", "ssh"])
+def test_declared_public_ports_are_how_pulumi_reaches_the_host(tmp_path, provider):
+    """A Verda instance's public sshd is what `gpu-NN-ready` connects to: the host declares
+    exactly that port, with key-only SSH, and its bootstrap makes sshd key-only. An `ssh`
+    host is the organizer's machine: the stack opens nothing on it and leaves its sshd alone."""
+    stack = gpu_stack(tmp_path, provider, 2)
+    for host in stack.of_type(GPU_HOST):
+        commands = [
+            c for c in stack.of_type(CMD) if c.parent == host.key and "connection" in c.inputs
+        ]
+        assert commands, host.name
+        script = (
+            stack.one(VERDA_INSTANCE, f"{host.name}-instance").inputs["startupScript"]
+            if provider == "verda"
+            else commands[0].inputs["stdin"]
+        )
+        keys_only = "/etc/ssh/sshd_config.d/00-comfy-keys-only.conf" in script
+        if provider == "verda":
+            ports = {c.inputs["connection"]["port"] for c in commands}
+            assert host.inputs["publicPorts"] == sorted(ports) == [22]
+            assert host.inputs["sshAuth"] == "publickey" and keys_only
+        else:
+            assert host.inputs["publicPorts"] == [] and not keys_only
+
+
 @pytest.mark.parametrize("count", [1, 3])
 def test_ssh_hosts(tmp_path, count):
     stack = gpu_stack(tmp_path, "ssh", count)
@@ -198,6 +223,17 @@ def test_the_gpu_stack_passes_the_policies_and_each_gpu_rule_bites(tmp_path):
     assert with_change(host, lambda r: r.inputs.update(comfyuiListen="0.0.0.0")) == {
         "gpu-no-public-port"
     }
+    # Public SSH is the one allowed port, and only with keys; anything else bites.
+    assert with_change(host, lambda r: r.inputs.update(publicPorts=[22, 8188])) == {
+        "gpu-no-public-port"
+    }
+    assert with_change(host, lambda r: r.inputs.update(publicPorts=[2222])) == {
+        "gpu-no-public-port"
+    }
+    assert with_change(host, lambda r: r.inputs.update(sshAuth="password")) == {
+        "gpu-no-public-port"
+    }
+    assert with_change(host, lambda r: r.inputs.pop("publicPorts")) == {"gpu-no-public-port"}
     instance = f"{VERDA_INSTANCE}::gpu-02-instance"
     assert with_change(instance, lambda r: r.additional_secret_outputs.clear()) == {
         "secrets-are-secrets"
