@@ -15,6 +15,7 @@ from redis.asyncio import BlockingConnectionPool, Redis
 from redis.exceptions import RedisError
 from starlette.types import Receive, Scope, Send
 
+from services.admin import mount_dashboard
 from services.queue.api import admin, catalog, jobs, ops, pool, workers
 from services.queue.api.errors import INTERNAL, STORAGE_DOWN, validation_error
 from services.queue.api.hotpath import HotPath, HotRoute
@@ -150,4 +151,5 @@ def create_app(settings: QueueSettings | None = None) -> FastAPI:
 
     for module in (ops, jobs, pool, workers, catalog, admin):
         app.include_router(module.router)
+    mount_dashboard(app)
     return app
