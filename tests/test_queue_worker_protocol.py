@@ -356,3 +356,37 @@ async def test_heartbeat_status_is_the_admin_views_health_line(queue: QueueHarne
     for c in (admin, worker):
         await c.aclose()
 
+
+
+async def test_a_waiting_heartbeat_answers_at_once_when_a_held_job_is_cancelled(
+    queue: QueueHarness,
+) -> None:
+    """A job queued inside ComfyUI behind the running one sends nothing, so its cancel comes
+    by heartbeat: a long-poll that answers as soon as the owner cancels any job the worker
+    holds, including one leased after the heartbeat was sent."""
+    alice = await queue.client("alice")
+    worker = await WorkerClient.register(queue, "w0")
+    running = (await alice.post("/api/jobs", json={"workflow": WORKFLOW})).json()
+    first = await worker.lease()
+    listed = [{"job_id": running["id"], "lease_id": first["lease_id"]}]
+
+    async def heartbeat(wait_s: float) -> dict[str, Any]:
+        r = await worker.http.post(
+            "/api/worker/heartbeat",
+            json={"worker_id": "w0", "leases": listed, "wait_s": wait_s},
+        )
+        assert r.status_code == 200, r.text
+        return r.json()  # type: ignore[no-any-return]
+
+    assert await heartbeat(0.2) == {"cancel": [], "lost": []}  # nothing happened: after wait_s
+    waiting = asyncio.create_task(heartbeat(30))
+    prefetched = (await alice.post("/api/jobs", json={"workflow": WORKFLOW})).json()
+    second = await worker.lease(prefetch=True)  # after the heartbeat went out: not listed
+    assert second["job"]["id"] == prefetched["id"]
+    assert not waiting.done()
+    r = await alice.post(f"/api/jobs/{prefetched['id']}/cancel")
+    assert r.status_code == 200, r.text
+    async with asyncio.timeout(5):  # well under the heartbeat's 30 s
+        assert await waiting == {"cancel": [prefetched["id"]], "lost": []}
+    for c in (alice, worker):
+        await c.aclose()

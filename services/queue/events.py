@@ -36,6 +36,7 @@ _WAKE_ALL = frozenset(
 )
 
 _SESSION = EventType.SESSION.encode()
+_CANCEL_REQUESTED = EventType.CANCEL_REQUESTED.encode()
 
 
 @dataclass
@@ -137,6 +138,8 @@ class EventHub:
         #: been missed (the stream could not be read): cached session state must go.
         self.on_session = on_session
         self.waiters = LeaseWaiters()
+        #: Heartbeats waiting to hear of a cancel (see `cancel_requested`).
+        self._cancel_watchers: set[asyncio.Future[None]] = set()
         self._subscribers: set[Subscriber] = set()
         self._task: asyncio.Task[None] | None = None
         self._ready = asyncio.Event()
@@ -177,6 +180,7 @@ class EventHub:
                     self.on_session(None)
                 self._ready.set()
                 self.waiters.wake_all()  # they re-check Redis themselves
+                self._wake_cancel_watchers()
                 await asyncio.sleep(0.5)
                 continue
             except Exception as exc:  # no stream yet: XINFO fails until the first event
@@ -189,6 +193,20 @@ class EventHub:
                     last_id = entry_id.decode()
                     self._dispatch(entry_id, fields)
 
+    def cancel_requested(self) -> asyncio.Future[None]:
+        """A future resolved at the next cancel request (any job's: the caller re-checks
+        Redis). A busy worker's heartbeat waits on it, so a cancel of a job that sends nothing
+        (one queued inside ComfyUI behind the running one) reaches the worker at once."""
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._cancel_watchers.add(fut)
+        fut.add_done_callback(self._cancel_watchers.discard)
+        return fut
+
+    def _wake_cancel_watchers(self) -> None:
+        for fut in list(self._cancel_watchers):
+            if not fut.done():
+                fut.set_result(None)
+
     def _dispatch(self, entry_id: bytes, fields: dict[bytes, bytes]) -> None:
         if fields.get(b"type") == _SESSION:
             if self.on_session is not None:
@@ -197,6 +215,8 @@ class EventHub:
         # The Lua scripts mark the events after which one more job is claimable.
         if fields.get(b"type") in _WAKE_ALL:
             self.waiters.wake_all()
+            if fields.get(b"type") == _CANCEL_REQUESTED:
+                self._wake_cancel_watchers()
         elif fields.get(b"wake") == b"1":
             self.waiters.wake(1)
         if not self._subscribers:  # most entries: nobody watching here, nothing to decode

@@ -179,6 +179,11 @@ class WorkerStatus(BaseModel):
 class HeartbeatRequest(WorkerRef):
     leases: list[HeldLease] = Field(default_factory=list, max_length=64)
     status: WorkerStatus | None = None
+    wait_s: float = Field(
+        default=0, ge=0, le=30,
+        description="if none of these leases is cancelled or lost, answer when one is, or "
+        "after wait_s: a busy worker hears of a cancel at once",
+    )
 
 
 class HeartbeatResponse(BaseModel):

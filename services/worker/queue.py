@@ -119,13 +119,15 @@ class QueueClient:
         )
 
     async def heartbeat(
-        self, leases: list[tuple[str, str]], status: dict[str, Any]
+        self, leases: list[tuple[str, str]], status: dict[str, Any], wait_s: float = 0
     ) -> dict[str, Any]:
         body = {
-            "worker_id": self.worker_id, "status": status,
+            "worker_id": self.worker_id, "status": status, "wait_s": wait_s,
             "leases": [{"job_id": j, "lease_id": lease} for j, lease in leases],
         }  # fmt: skip
-        return await self.call("POST", "/api/worker/heartbeat", json=body)  # type: ignore[no-any-return]
+        return await self.call(  # type: ignore[no-any-return]
+            "POST", "/api/worker/heartbeat", json=body, timeout_s=wait_s + 30
+        )
 
     async def job_call(self, job_id: str, action: str, lease_id: str, **body: Any) -> Any:
         return await self.call(

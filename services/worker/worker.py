@@ -350,15 +350,19 @@ class Worker:
     # -- heartbeats and status ------------------------------------------------------------------
     async def _heartbeats(self) -> None:
         while True:
-            # Often enough to hear of a cancel of a job that sends nothing (one waiting in
-            # ComfyUI's queue while both slots are full), rarely enough to cost nothing.
+            # Leases renewed well within their time to live; in between, a long-poll that
+            # answers at once on a cancel (of a job queued inside ComfyUI behind the running
+            # one, which sends nothing). A plain call while a cancel is already being handled
+            # (it would answer at once again).
             interval = max(0.5, min(self.lease_ttl_s / 3, 2.0))
-            await pause(interval)
             leases = [(r.id, r.lease_id) for r in self.runs.values()]
+            handling_cancel = any(r.cancel_requested for r in self.runs.values())
+            wait_s = 0.0 if handling_cancel else interval
             try:
-                answer = await self.queue.heartbeat(leases, self.status())
+                answer = await self.queue.heartbeat(leases, self.status(), wait_s)
             except (QueueUnavailable, QueueRefused, LeaseLost) as exc:
                 log.debug("heartbeat failed", error=str(exc))
+                await pause(interval)
                 continue
             finally:
                 self._status_dirty.set()  # queue_ok_at moved on
@@ -370,6 +374,8 @@ class Worker:
                     self.runs[job_id].lost()
             if answer.get("drain"):
                 self._drain()
+            if handling_cancel or answer.get("cancel") or answer.get("lost"):
+                await pause(interval)
 
     def status(self) -> dict[str, Any]:
         """The health line: for the heartbeat (admin view) and the status file (watchdog)."""

@@ -1,5 +1,6 @@
 -- Renew a worker's leases and its liveness. leases is JSON: [[job_id, lease_id], ...].
--- Returns {cancel = jobs to stop, lost = leases that are no longer this worker's}.
+-- Returns {cancel = held jobs to stop (listed or not), lost = listed leases that are no longer
+-- this worker's}.
 local worker_id, lease_ms, leases = args()
 lease_ms = tonumber(lease_ms)
 local now = now_ms()
@@ -13,9 +14,8 @@ for _, lease in ipairs(cjson.decode(leases)) do
   else
     redis.call('HSET', k('job', job_id), 'lease_expires', now + lease_ms)
     redis.call('ZADD', k('leases'), 'XX', now + lease_ms, job_id)
-    if redis.call('HGET', k('job', job_id), 'cancel_requested') == '1' then
-      table.insert(cancel, job_id)
-    end
   end
 end
+-- Every held job's cancel, listed or not: a lease taken while this heartbeat waited counts.
+cancel = cancelled_jobs(worker_id)
 return {cancel, lost}
