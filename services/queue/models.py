@@ -181,8 +181,8 @@ class HeartbeatRequest(WorkerRef):
     status: WorkerStatus | None = None
     wait_s: float = Field(
         default=0, ge=0, le=30,
-        description="if none of these leases is cancelled or lost, answer when one is, or "
-        "after wait_s: a busy worker hears of a cancel at once",
+        description="if no held job is cancelled and no listed lease lost, answer when a held "
+        "job is cancelled, or after wait_s: a busy worker hears of a cancel at once",
     )
 
 
