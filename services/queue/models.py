@@ -181,8 +181,12 @@ class HeartbeatRequest(WorkerRef):
     status: WorkerStatus | None = None
     wait_s: float = Field(
         default=0, ge=0, le=30,
-        description="if no held job is cancelled and no listed lease lost, answer when a held "
-        "job is cancelled, or after wait_s: a busy worker hears of a cancel at once",
+        description="if no held job is newly cancelled and no listed lease lost, answer when "
+        "a held job is cancelled, or after wait_s: a busy worker hears of a cancel at once",
+    )
+    cancelling: list[str] = Field(
+        default_factory=list, max_length=64,
+        description="jobs whose cancel this worker already acts on: no reason to answer early",
     )
 
 

@@ -179,27 +179,28 @@ async def lease(body: LeaseRequest, who: Worker, ctx: Ctx) -> Response:
 async def heartbeat(body: HeartbeatRequest, who: Worker, ctx: Ctx) -> HeartbeatResponse:
     """Renew the worker's liveness and the leases it still holds; `cancel` lists every held
     job whose owner cancelled it. With `wait_s`, a long-poll: the answer comes when a held
-    job is cancelled (leases renewed again then), or after `wait_s` with nothing to do."""
+    job not in `cancelling` is cancelled (leases renewed again then), or after `wait_s`."""
     worker_id = await _registered_worker_id(ctx, who, body.worker_id)
     leases = [(h.job_id, h.lease_id) for h in body.leases]
     if body.status is not None:
         await ctx.store.set_worker_status(worker_id, body.status.model_dump())
     loop = asyncio.get_running_loop()
     deadline = loop.time() + body.wait_s
+    known = set(body.cancelling)
     first = True
     while True:
         # Watch before looking: a cancel requested in between still wakes us.
         news = ctx.hub.cancel_requested()
         cancel, lost = await ctx.store.heartbeat(worker_id, leases)
         remaining = deadline - loop.time()
-        if cancel or (lost and first) or remaining <= 0:
+        if not known.issuperset(cancel) or (lost and first) or remaining <= 0:
             news.cancel()
             return HeartbeatResponse(cancel=cancel, lost=lost)
         first = False  # later, a listed lease may have ended meanwhile: not news
         try:
             await asyncio.wait_for(news, remaining)
         except TimeoutError:
-            return HeartbeatResponse(cancel=[], lost=[])
+            return HeartbeatResponse(cancel=cancel, lost=[])
 
 
 @router.post("/jobs/{job_id}/start", response_model=CancelFlag)
