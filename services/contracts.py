@@ -103,6 +103,9 @@ class EventType(StrEnum):
     #: Internal, never delivered to subscribers: a user's sessions changed (deleted, role or
     #: password changed, disabled); every replica drops what it cached about them.
     SESSION = "session"
+    #: The queue was paused or resumed by an admin (state `paused`/`resumed`, data
+    #: {"paused": bool}); wakes every long-polling worker on resume.
+    QUEUE = "queue"
 
 
 #: The ComfyUI WebSocket message types a worker relays for a job, in ComfyUI's own shapes.

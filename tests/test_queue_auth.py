@@ -33,6 +33,9 @@ ADMIN_ENDPOINTS = [
     ("POST", "/api/admin/worker-tokens", {"name": "gpu9"}),
     ("DELETE", "/api/admin/worker-tokens/w1", None),
     ("GET", "/api/metrics", None),
+    # The cockpit's routes (services/queue/api/cockpit.py).
+    ("POST", "/api/admin/queue/pause", None),
+    ("POST", "/api/admin/queue/resume", None),
 ]
 WORKER_ENDPOINTS = [
     ("POST", "/api/worker/register", {}),

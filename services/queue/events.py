@@ -30,9 +30,13 @@ log = structlog.get_logger(__name__)
 _BLOCK_MS = 2000
 #: Events after which every long-polling worker looks again: a mode change; a job declined by
 #: one worker (the one woken first may be the decliner, who will not take it); a cancel (the
-#: worker holding the job is answered at once, with the job in its `cancel` list).
+#: worker holding the job is answered at once, with the job in its `cancel` list); the queue
+#: paused or resumed (every waiter may lease again).
 _WAKE_ALL = frozenset(
-    {EventType.MODE.encode(), EventType.DECLINED.encode(), EventType.CANCEL_REQUESTED.encode()}
+    {
+        EventType.MODE.encode(), EventType.DECLINED.encode(),
+        EventType.CANCEL_REQUESTED.encode(), EventType.QUEUE.encode(),
+    }
 )
 
 _SESSION = EventType.SESSION.encode()

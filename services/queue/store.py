@@ -657,6 +657,27 @@ class JobStore:
             self.key("events"), event, maxlen=self.settings.events_maxlen, approximate=True
         )
 
+    async def is_paused(self) -> bool:
+        return bool(await self.redis.exists(self.key("paused")))
+
+    async def set_paused(self, paused: bool) -> None:
+        """Pause (nothing is leased, submits still queue) or resume, for every replica; the
+        `queue` event goes out in the same MULTI and wakes every long-polling worker."""
+        data = orjson.dumps({"paused": paused})
+        event = {
+            "type": EventType.QUEUE.value, "job": "", "user": "",
+            "state": "paused" if paused else "resumed", "data": data,
+        }
+        async with self.redis.pipeline(transaction=True) as pipe:
+            if paused:
+                pipe.set(self.key("paused"), "1")
+            else:
+                pipe.delete(self.key("paused"))
+            pipe.xadd(
+                self.key("events"), event, maxlen=self.settings.events_maxlen, approximate=True
+            )
+            await pipe.execute()
+
     async def counts(self) -> tuple[dict[str, int], dict[str, int]]:
         """(live jobs by state, jobs ended since the start by final state)."""
         live = await self.redis.hgetall(self.key("states"))

@@ -30,6 +30,7 @@ class Overview(BaseModel):
     finished: dict[str, int]
     workers_alive: int
     workers_lost: int
+    paused: bool
 
 
 @router.get("/overview", response_model=Overview)
@@ -42,6 +43,7 @@ async def overview(_: Admin, ctx: Ctx) -> Overview:
         finished=totals,
         workers_alive=sum(w.state == "alive" for w in workers),
         workers_lost=sum(w.state == "lost" for w in workers),
+        paused=await ctx.store.is_paused(),
     )
 
 

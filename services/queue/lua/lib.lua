@@ -353,6 +353,7 @@ end
 --   declined:<id>     set    workers that declined job <id> (they lack a model or node)
 --   wdeclined:<w>     set    jobs worker <w> declined: never offered to it again
 --   declinedjobs      set    queued jobs someone declined (reap_declined.lua checks them)
+--   paused            string set while an admin paused the queue: no claim leases anything
 
 -- Take a queued job out of its user's queue (cancel, or hidden from a claim); the ready sets
 -- follow: its level's head may change.
@@ -429,6 +430,10 @@ end
 local function lease_next(worker, lease_id, lease_ms, running_limit, default_mode, maxlen,
                           prefetch, idle_ms)
   local now = now_ms()
+  if redis.call('EXISTS', k('paused')) == 1 then  -- an admin paused the queue: lease nothing
+    redis.call('ZADD', k('workers'), now, worker)
+    return {cancelled_jobs(worker)}
+  end
   if prefetch and redis.call('ZCOUNT', k('idle'), '(' .. now, '+inf') > 0 then
     redis.call('ZADD', k('workers'), now, worker)  -- a worker asking for work is alive
     return {cancelled_jobs(worker)}
