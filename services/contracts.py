@@ -106,6 +106,8 @@ class EventType(StrEnum):
     #: The queue was paused or resumed by an admin (state `paused`/`resumed`, data
     #: {"paused": bool}); wakes every long-polling worker on resume.
     QUEUE = "queue"
+    #: An admin put a queued job at the front of the queue (state `queued`).
+    BUMPED = "bumped"
 
 
 #: The ComfyUI WebSocket message types a worker relays for a job, in ComfyUI's own shapes.

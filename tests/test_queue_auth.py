@@ -36,6 +36,7 @@ ADMIN_ENDPOINTS = [
     # The cockpit's routes (services/queue/api/cockpit.py).
     ("POST", "/api/admin/queue/pause", None),
     ("POST", "/api/admin/queue/resume", None),
+    ("POST", "/api/admin/jobs/0123/bump", None),
 ]
 WORKER_ENDPOINTS = [
     ("POST", "/api/worker/register", {}),

@@ -63,6 +63,10 @@ class SubmitRequest(BaseModel):
     user: str | None = Field(default=None, description="admins only: submit for this user")
     client_id: str | None = Field(default=None, max_length=128)
     extra_data: dict[str, Any] | None = None
+    front: bool = Field(
+        default=False,
+        description="admins and instructors only: queue it before every other queued job",
+    )
 
 
 class LeasedJob(BaseModel):

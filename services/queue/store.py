@@ -56,6 +56,14 @@ class JobLive(Exception):
         self.state = state
 
 
+class JobNotQueued(Exception):
+    """Only a queued job can be bumped; this one is in `state`."""
+
+    def __init__(self, state: str) -> None:
+        super().__init__(state)
+        self.state = state
+
+
 class JobFinished(Exception):
     """The job already ended; there is nothing to cancel."""
 
@@ -191,9 +199,11 @@ class JobStore:
         client_id: str | None = None,
         extra_data: dict[str, Any] | None = None,
         job_id: str | None = None,
+        front: bool = False,
     ) -> Job:
-        """Queue a workflow; raise QueueFull past the user's queued-job limit, JobIdTaken if
-        the chosen `job_id` belongs to a job the queue still holds."""
+        """Queue a workflow (`front`: at the head of the front lane); raise QueueFull past
+        the user's queued-job limit, JobIdTaken if the chosen `job_id` belongs to a job the
+        queue still holds."""
         workflow_blob = await _compress(orjson.dumps(workflow))
         extra_blob = await _compress(orjson.dumps(extra_data)) if extra_data else b""
         job_id = job_id or new_id()
@@ -202,7 +212,7 @@ class JobStore:
             job_id=job_id, user=user, level=level, max_queued=s.max_queued_per_user,
             running_limit=s.max_running_per_user, workflow=workflow_blob,
             meta=orjson.dumps({"client_id": client_id}), events_maxlen=s.events_maxlen,
-            extra_data=extra_blob, default_mode=s.mode,
+            extra_data=extra_blob, default_mode=s.mode, front=int(front),
         )
         if _text(status) == "taken":
             raise JobIdTaken(job_id)
@@ -345,6 +355,18 @@ class JobStore:
             default_mode=self.settings.mode, job_ids=orjson.dumps(job_ids)
         )
         return [int(p) for p in raw]
+
+    async def bump(self, job_id: str) -> None:
+        """Put a queued job at the head of the front lane (claimed before any other)."""
+        status, *rest = await self.scripts.bump(
+            job_id=job_id, running_limit=self.settings.max_running_per_user,
+            events_maxlen=self.settings.events_maxlen,
+        )
+        status = _text(status)
+        if status == "not_found":
+            raise JobNotFound(job_id)
+        if status == "state":
+            raise JobNotQueued(_text(rest[0]) or "")
 
     async def cancel(self, job_id: str, requester: str | None) -> str:
         """Cancel; `requester` None means an admin. Returns the state after the call."""
