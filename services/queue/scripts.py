@@ -166,6 +166,8 @@ class Scripts:
     )
     # The cockpit's (services/queue/api/cockpit.py).
     bump = Script("job_id", "running_limit", "events_maxlen")
+    #: running, daily: a number or '' (none); data: JSON for the `limits` event
+    set_limits = Script("uid", "running", "daily", "running_limit", "events_maxlen", "data")
 
     def __init__(self, redis: Redis, prefix: str) -> None:
         """Prepend the shared helpers to each script, check its argument line against its

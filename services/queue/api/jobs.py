@@ -11,7 +11,14 @@ from services.queue.api.deps import Ctx
 from services.queue.auth import Person, Principal
 from services.queue.graph import GraphError, validate_workflow
 from services.queue.models import Deleted, Job, JobWithWorkflow, SubmitRequest
-from services.queue.store import JobFinished, JobIdTaken, JobLive, JobNotFound, QueueFull
+from services.queue.store import (
+    DailyLimit,
+    JobFinished,
+    JobIdTaken,
+    JobLive,
+    JobNotFound,
+    QueueFull,
+)
 
 router = APIRouter(prefix="/api/jobs", tags=["jobs"])
 
@@ -49,6 +56,15 @@ async def submit_job(
     except JobIdTaken as exc:
         raise HTTPException(
             status.HTTP_409_CONFLICT, f"job id {body.job_id!r} is taken: choose another"
+        ) from exc
+    except DailyLimit as exc:
+        ctx.metrics.requests_rejected.labels("daily_limit").inc()
+        wait_s = max(1, -(-exc.retry_after_ms // 1000))
+        raise HTTPException(
+            status.HTTP_429_TOO_MANY_REQUESTS,
+            f"{user} already submitted {exc.submitted} jobs today (daily limit {exc.limit}); "
+            f"the limit resets at midnight UTC, in {wait_s // 3600} h {wait_s % 3600 // 60} min",
+            headers={"Retry-After": str(wait_s)},
         ) from exc
     except QueueFull as exc:
         ctx.metrics.requests_rejected.labels("queued_limit").inc()

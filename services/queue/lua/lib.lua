@@ -93,9 +93,14 @@ local function ready_level(uid, lvl, eligible, served)
   redis.call('ZADD', k('readyseq', lvl), head[2], uid)
 end
 
+-- The user's running limit: an admin's override (rlimit), else the queue's.
+local function limit_for(uid, running_limit)
+  return tonumber(redis.call('HGET', k('rlimit'), uid) or running_limit)
+end
+
 -- A user at their running limit is parked: out of every ready set until a job of theirs ends.
 local function is_eligible(uid, running_limit)
-  return tonumber(redis.call('HGET', k('running'), uid) or 0) < running_limit
+  return tonumber(redis.call('HGET', k('running'), uid) or 0) < limit_for(uid, running_limit)
 end
 
 -- The user's eligibility flipped: take them out of, or put them back into, every level.
@@ -112,7 +117,7 @@ local function unlease(job_id, uid, worker, running_limit)
   redis.call('HDEL', k('job', job_id), 'lease', 'lease_expires')
   -- Back under the running limit: the user was parked and is not any more. If jobs of theirs
   -- wait, one of them just became claimable.
-  if running == running_limit - 1 then
+  if running == limit_for(uid, running_limit) - 1 then
     set_parked(uid, false)
     if tonumber(redis.call('HGET', k('queued'), uid) or 0) > 0 then WAKE = true end
   end
@@ -363,7 +368,7 @@ local function claim(worker, lease_id, lease_ms, running_limit, default_mode, ma
   redis.call('HSET', k('lastserved'), uid, served)
   -- The ready sets: reaching the running limit parks the user; otherwise this level has a
   -- new head, and the user's served clock moved on at every level.
-  if running >= running_limit then
+  if running >= limit_for(uid, running_limit) then
     set_parked(uid, true)
   else
     ready_level(uid, lvl, true, served)
@@ -389,6 +394,13 @@ end
 --   wdeclined:<w>     set    jobs worker <w> declined: never offered to it again
 --   declinedjobs      set    queued jobs someone declined (reap_declined.lua checks them)
 --   paused            string set while an admin paused the queue: no claim leases anything
+--   rlimit, dlimit    hash   uid -> an admin's override of the running limit; daily submits
+--   daily:<uid>:<day> string jobs uid submitted on UTC day <day> (days since the epoch)
+--   ujobcount, ugpums hash   uid -> jobs submitted, GPU milliseconds used (usage)
+--   tput:<minute>     hash   jobs that ended in that minute: done, failed (2 h)
+--   waits:<minute>    list   queue waits (ms) of the jobs first leased in that minute (2 h)
+--   draining          set    workers an admin is draining: they finish what they hold and
+--                            lease nothing new; their lease answers say so ({cancel, 'drain'})
 
 -- Take a queued job out of its user's queue (cancel, or hidden from a claim); the ready sets
 -- follow: its level's head may change.
@@ -432,7 +444,10 @@ end
 -- What the worker measured and read back from ComfyUI: GPU milliseconds (execution_start to
 -- its end, ComfyUI's timestamps) and the history entry's status and meta (JSON). '' = none.
 local function record_run(job_id, gpu_ms, comfy_history)
-  if gpu_ms ~= '' then redis.call('HSET', k('job', job_id), 'gpu_ms', gpu_ms) end
+  if gpu_ms ~= '' then
+    redis.call('HSET', k('job', job_id), 'gpu_ms', gpu_ms)
+    redis.call('HINCRBY', k('ugpums'), redis.call('HGET', k('job', job_id), 'user'), gpu_ms)
+  end
   if comfy_history ~= '' then redis.call('HSET', k('job', job_id), 'comfy_history', comfy_history) end
 end
 
@@ -480,6 +495,11 @@ end
 local function lease_next(worker, lease_id, lease_ms, running_limit, default_mode, maxlen,
                           prefetch, idle_ms)
   local now = now_ms()
+  if redis.call('SISMEMBER', k('draining'), worker) == 1 then
+    redis.call('ZADD', k('workers'), now, worker)
+    redis.call('ZREM', k('idle'), worker)
+    return {cancelled_jobs(worker), 'drain'}
+  end
   if redis.call('EXISTS', k('paused')) == 1 then  -- an admin paused the queue: lease nothing
     redis.call('ZADD', k('workers'), now, worker)
     return {cancelled_jobs(worker)}
