@@ -69,6 +69,19 @@ class Principal:
         return ROLE_LEVEL[self.role] if self.role else 0
 
 
+#: Characters of generated passwords: no look-alikes (0/O, 1/l/I) and no '-' or '_'.
+_READABLE = frozenset("abcdefghijkmnopqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789")
+
+
+def generate_password() -> str:
+    """A password to read off a printed card: three groups of four characters (about 70
+    bits), drawn from `secrets.token_urlsafe` without look-alike characters."""
+    chars: list[str] = []
+    while len(chars) < 12:
+        chars.extend(c for c in secrets.token_urlsafe(16) if c in _READABLE)
+    return "-".join("".join(chars[i : i + 4]) for i in (0, 4, 8))
+
+
 def hash_password(password: str) -> str:
     return _hasher.hash(password)
 
@@ -176,6 +189,11 @@ class Authenticator:
                 self._bump(pipe, uid)
 
         await self.redis.transaction(change, self._users_key, self._disabled_key)
+
+    async def create_user(self, uid: str, password_hash: str, role: Role) -> bool:
+        """Create a user who does not exist yet; False (nothing changed) if one does. The
+        session version is kept: tokens of an earlier user of that name stay dead."""
+        return bool(await self.redis.hsetnx(self._users_key, uid, f"{role.value} {password_hash}"))
 
     async def reset_password(self, uid: str, password: str) -> bool:
         """Give an existing user a new password (their sessions end); False if unknown.

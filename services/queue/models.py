@@ -6,7 +6,15 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from services.contracts import COMFY_JOB_MESSAGES, JOB_ID_PATTERN, JobState, Mode, Role
+from services.contracts import (
+    COMFY_JOB_MESSAGES,
+    JOB_ID_PATTERN,
+    MAX_DAILY_LIMIT,
+    MAX_RUNNING_LIMIT,
+    JobState,
+    Mode,
+    Role,
+)
 
 
 class Job(BaseModel):
@@ -63,6 +71,10 @@ class SubmitRequest(BaseModel):
     user: str | None = Field(default=None, description="admins only: submit for this user")
     client_id: str | None = Field(default=None, max_length=128)
     extra_data: dict[str, Any] | None = None
+    front: bool = Field(
+        default=False,
+        description="admins and instructors only: queue it before every other queued job",
+    )
 
 
 class LeasedJob(BaseModel):
@@ -81,6 +93,11 @@ class LeaseResponse(BaseModel):
     lease: LeasedJob | None = None
     cancel: list[str] = Field(
         default_factory=list, description="jobs this worker holds whose owner cancelled them"
+    )
+    drain: bool | None = Field(
+        default=None,
+        description="true (and only then present) while an admin drains this worker: finish "
+        "the jobs held, lease nothing new",
     )
 
 
@@ -193,6 +210,11 @@ class HeartbeatRequest(WorkerRef):
 class HeartbeatResponse(BaseModel):
     cancel: list[str] = Field(description="jobs to interrupt: their owner cancelled them")
     lost: list[str] = Field(description="jobs whose lease this worker no longer holds")
+    drain: bool | None = Field(
+        default=None,
+        description="true (and only then present) while an admin drains this worker: finish "
+        "the jobs held, lease nothing new",
+    )
 
 
 class ProgressRequest(LeaseRef):
@@ -252,6 +274,9 @@ class WorkerInfo(BaseModel):
     status: dict[str, Any] | None = Field(
         default=None, description="its last heartbeat's status line"
     )
+    draining: bool = Field(
+        default=False, description="drained by an admin: it leases nothing new"
+    )
 
 
 class ModeBody(BaseModel):
@@ -265,9 +290,60 @@ class UserBody(BaseModel):
     role: Role = Role.PARTICIPANT
 
 
+class UserLimits(BaseModel):
+    """An admin's limits for one user; None: the queue's default (running), none (daily)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    running: int | None = Field(
+        default=None, ge=1, le=MAX_RUNNING_LIMIT, description="jobs running at once"
+    )
+    daily: int | None = Field(
+        default=None, ge=0, le=MAX_DAILY_LIMIT, description="jobs submitted per UTC day"
+    )
+
+
+class UserUsage(BaseModel):
+    jobs_today: int = Field(description="jobs submitted today (UTC)")
+    jobs: int = Field(description="jobs submitted in all")
+    gpu_s: float = Field(description="GPU seconds of their ended jobs, as workers measured")
+
+
 class UserOut(BaseModel):
     id: str
     role: Role
+    disabled: bool = False
+    limits: UserLimits | None = None
+    usage: UserUsage | None = None
+
+
+class NewUser(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    id: str = Field(min_length=1, max_length=64)
+    role: Role = Role.PARTICIPANT
+    password: str | None = Field(
+        default=None, min_length=8, max_length=256, description="null: generate one"
+    )
+
+
+class NewPassword(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    password: str | None = Field(
+        default=None, min_length=8, max_length=256, description="null: generate one"
+    )
+
+
+class CreatedUser(BaseModel):
+    id: str
+    role: Role
+    password: str = Field(description="shown once; the queue keeps only its hash")
+
+
+class PasswordOut(BaseModel):
+    id: str
+    password: str = Field(description="shown once; the queue keeps only its hash")
 
 
 class TokenRequest(BaseModel):

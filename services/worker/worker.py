@@ -305,6 +305,14 @@ class Worker:
             self.draining = True
             self._changed()
 
+    def _undrain(self) -> None:
+        """The queue took the worker back (an admin's undrain): lease again, unless stopping."""
+        if self.draining and not self.stopping.is_set():
+            log.info("no longer draining: leasing again")
+            self.draining = False
+            self._wake.set()
+            self._changed()
+
     # -- ComfyUI's messages ---------------------------------------------------------------------
     async def _listen(self) -> None:
         """The worker's one WebSocket: route each message to its job by prompt id. When it
@@ -372,6 +380,8 @@ class Worker:
                     self.runs[job_id].lost()
             if answer.get("drain"):
                 self._drain()
+            else:  # the queue no longer drains it (an admin's undrain)
+                self._undrain()
             if answer.get("lost"):  # at once again until those runs are gone: not a spin
                 await pause(interval)
 

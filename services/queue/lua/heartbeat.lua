@@ -1,6 +1,6 @@
 -- Renew a worker's leases and its liveness. leases is JSON: [[job_id, lease_id], ...].
 -- Returns {cancel = held jobs to stop (listed or not), lost = listed leases that are no longer
--- this worker's}.
+-- this worker's, drain = 1 while an admin drains this worker, else 0}.
 local worker_id, lease_ms, leases = args()
 lease_ms = tonumber(lease_ms)
 local now = now_ms()
@@ -17,4 +17,4 @@ for _, lease in ipairs(cjson.decode(leases)) do
   end
 end
 -- Every held job's cancel, listed or not: a lease taken while this heartbeat waited counts.
-return {cancelled_jobs(worker_id), lost}
+return {cancelled_jobs(worker_id), lost, redis.call('SISMEMBER', k('draining'), worker_id)}
