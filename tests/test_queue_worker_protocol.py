@@ -370,11 +370,12 @@ async def test_a_waiting_heartbeat_answers_at_once_when_a_held_job_is_cancelled(
     first = await worker.lease()
     listed = [{"job_id": running["id"], "lease_id": first["lease_id"]}]
 
-    async def heartbeat(wait_s: float) -> dict[str, Any]:
+    async def heartbeat(wait_s: float, cancelling: list[str] | None = None) -> dict[str, Any]:
         r = await worker.http.post(
             "/api/worker/heartbeat",
-            json={"worker_id": "w0", "leases": listed, "wait_s": wait_s},
-        )
+            json={"worker_id": "w0", "leases": listed, "wait_s": wait_s,
+                  "cancelling": cancelling or []},
+        )  # fmt: skip
         assert r.status_code == 200, r.text
         return r.json()  # type: ignore[no-any-return]
 
@@ -388,5 +389,14 @@ async def test_a_waiting_heartbeat_answers_at_once_when_a_held_job_is_cancelled(
     assert r.status_code == 200, r.text
     async with asyncio.timeout(5):  # well under the heartbeat's 30 s
         assert await waiting == {"cancel": [prefetched["id"]], "lost": []}
+    # A cancel the worker already acts on is not news; the next one is.
+    assert await heartbeat(0.2, [prefetched["id"]]) == {"cancel": [prefetched["id"]], "lost": []}
+    waiting = asyncio.create_task(heartbeat(30, [prefetched["id"]]))
+    await asyncio.sleep(0)
+    assert not waiting.done()
+    assert (await alice.post(f"/api/jobs/{running['id']}/cancel")).status_code == 200
+    async with asyncio.timeout(5):
+        answer = await waiting
+    assert sorted(answer["cancel"]) == sorted([running["id"], prefetched["id"]])
     for c in (alice, worker):
         await c.aclose()

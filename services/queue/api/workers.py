@@ -101,6 +101,8 @@ def _held_lease(job_id: str) -> Iterator[None]:
 def _lease_response(claim: Claim, lease_ttl_s: float) -> Response:
     """Serialize once: the workflow goes to the worker exactly as stored, unparsed."""
     body: dict[str, Any] = {"cancel": claim.cancel}
+    if claim.drain:
+        body["drain"] = True
     if claim.job is not None:
         body["lease"] = {
             "job": claim.job.model_dump(),
@@ -162,7 +164,7 @@ async def lease(body: LeaseRequest, who: Worker, ctx: Ctx) -> Response:
             ctx.metrics.queue_wait.observe(max(0, wait_ms) / 1000)
             return _lease_response(claim, ctx.settings.lease_ttl_s)
         remaining = deadline - loop.time()
-        if claim.cancel or remaining <= 0:
+        if claim.cancel or claim.drain or remaining <= 0:
             waiters.discard(wake)
             return _lease_response(claim, ctx.settings.lease_ttl_s)
         try:
@@ -175,31 +177,35 @@ async def lease(body: LeaseRequest, who: Worker, ctx: Ctx) -> Response:
             raise
 
 
-@router.post("/heartbeat", response_model=HeartbeatResponse)
+@router.post("/heartbeat", response_model=HeartbeatResponse, response_model_exclude_none=True)
 async def heartbeat(body: HeartbeatRequest, who: Worker, ctx: Ctx) -> HeartbeatResponse:
     """Renew the worker's liveness and the leases it still holds; `cancel` lists every held
     job whose owner cancelled it. With `wait_s`, a long-poll: the answer comes when a held
-    job is cancelled (leases renewed again then), or after `wait_s` with nothing to do."""
+    job not in `cancelling` is cancelled (leases renewed again then), or after `wait_s`."""
     worker_id = await _registered_worker_id(ctx, who, body.worker_id)
     leases = [(h.job_id, h.lease_id) for h in body.leases]
     if body.status is not None:
         await ctx.store.set_worker_status(worker_id, body.status.model_dump())
     loop = asyncio.get_running_loop()
     deadline = loop.time() + body.wait_s
+    known = set(body.cancelling)
     first = True
+    drain_before = None
     while True:
         # Watch before looking: a cancel requested in between still wakes us.
         news = ctx.hub.cancel_requested()
-        cancel, lost = await ctx.store.heartbeat(worker_id, leases)
+        cancel, lost, drain = await ctx.store.heartbeat(worker_id, leases)
+        drain_before = drain if drain_before is None else drain_before
         remaining = deadline - loop.time()
-        if cancel or (lost and first) or remaining <= 0:
+        news_now = not known.issuperset(cancel) or (lost and first) or drain != drain_before
+        if news_now or remaining <= 0:
             news.cancel()
-            return HeartbeatResponse(cancel=cancel, lost=lost)
+            return HeartbeatResponse(cancel=cancel, lost=lost, drain=drain or None)
         first = False  # later, a listed lease may have ended meanwhile: not news
         try:
             await asyncio.wait_for(news, remaining)
         except TimeoutError:
-            return HeartbeatResponse(cancel=[], lost=[])
+            return HeartbeatResponse(cancel=cancel, lost=[], drain=drain or None)
 
 
 @router.post("/jobs/{job_id}/start", response_model=CancelFlag)
