@@ -6,8 +6,8 @@ wrong kind of caller (a participant or a worker on admin routes, a participant o
 routes). Neither schemathesis nor hypothesis is in uv.lock, hence the generator of our own.
 
 For every answer: never a 5xx; an error is the one JSON shape ``{"detail": "<text>"}``; and a
-refused request (4xx) changes nothing in Redis: a digest of every key's DUMP is the same before
-and after it. Left out of the digest: ``loginfail:*``, the failed-login counters, because
+refused request (4xx) changes nothing in Redis: a digest of every key's content (members in
+sorted order, absolute expiry) is the same before and after it. Left out of the digest: ``loginfail:*``, the failed-login counters, because
 counting refused logins is their whole job (issue 13, defect 7). Nothing else is excluded:
 metrics live in the process (Prometheus), not in Redis.
 
@@ -261,15 +261,38 @@ def operation_cases(
 
 
 async def digest(redis: Any) -> dict[bytes, str]:
-    """Each key's type-independent DUMP, hashed; keys a refusal may touch left out."""
+    """Each key's content (type, members in sorted order, absolute expiry), hashed; keys a
+    refusal may touch left out. Content, not DUMP bytes: a read of a hash that is rehashing
+    (HSETNX on a field that exists, say) reorders its table and so its DUMP, changing nothing."""
     keys = sorted(await redis.keys("*"))
     prefix = b"cq:"
     kept = [k for k in keys if not k.removeprefix(prefix).decode().startswith(DIGEST_EXCLUDED)]
     async with redis.pipeline(transaction=False) as pipe:
         for key in kept:
-            pipe.dump(key)
-        dumps = await pipe.execute()
-    return {k: hashlib.sha256(d or b"").hexdigest() for k, d in zip(kept, dumps, strict=True)}
+            pipe.type(key)
+        types = await pipe.execute()
+    async with redis.pipeline(transaction=False) as pipe:
+        for key, kind in zip(kept, types, strict=True):
+            read = {
+                b"string": lambda k: pipe.get(k),
+                b"hash": lambda k: pipe.hgetall(k),
+                b"set": lambda k: pipe.smembers(k),
+                b"zset": lambda k: pipe.zrange(k, 0, -1, withscores=True),
+                b"list": lambda k: pipe.lrange(k, 0, -1),
+                b"stream": lambda k: pipe.xrange(k),
+            }[kind]
+            read(key)
+            pipe.execute_command("PEXPIRETIME", key)
+        values = await pipe.execute()
+    out: dict[bytes, str] = {}
+    for i, (key, kind) in enumerate(zip(kept, types, strict=True)):
+        value, expiry = values[2 * i], values[2 * i + 1]
+        if isinstance(value, dict):
+            value = sorted(value.items())
+        elif isinstance(value, set):
+            value = sorted(value)
+        out[key] = hashlib.sha256(repr((kind, value, expiry)).encode()).hexdigest()
+    return out
 
 
 async def headers_for(queue: QueueHarness, caller: str | None) -> dict[str, str | bytes]:
