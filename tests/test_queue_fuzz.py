@@ -7,9 +7,10 @@ routes). Neither schemathesis nor hypothesis is in uv.lock, hence the generator 
 
 For every answer: never a 5xx; an error is the one JSON shape ``{"detail": "<text>"}``; and a
 refused request (4xx) changes nothing in Redis: a digest of every key's content (members in
-sorted order, absolute expiry) is the same before and after it. Left out of the digest: ``loginfail:*``, the failed-login counters, because
-counting refused logins is their whole job (issue 13, defect 7). Nothing else is excluded:
-metrics live in the process (Prometheus), not in Redis.
+sorted order, absolute expiry) is the same before and after it. Left out of the digest:
+``loginfail:*``, the failed-login counters, because counting refused logins is their whole job
+(issue 13, defect 7). Nothing else is excluded: metrics live in the process (Prometheus), not
+in Redis.
 
 Deterministic (fixed seed, sequential requests, no background writes: the reaper's interval is
 longer than the test) and a few seconds long."""
