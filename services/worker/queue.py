@@ -37,6 +37,15 @@ class QueueRefused(Exception):
     """A 4xx other than 409: a bug on one side; the message is the queue's `detail`."""
 
 
+class NotRegistered(QueueRefused):
+    """403 on lease or heartbeat because the queue has no entry for this worker (its Redis
+    lost it, e.g. restarted without its data): the worker registers again."""
+
+
+#: The words of the queue's 403 for an unregistered worker (services/queue/api/workers.py).
+NOT_REGISTERED = "is not registered"
+
+
 class QueueClient:
     """One worker's calls; `ok_at` is the Unix time of the last call the queue answered."""
 
@@ -72,6 +81,8 @@ class QueueClient:
             log.info("queue reachable again", url=str(self.http.base_url))
         if r.status_code == 409:
             raise LeaseLost(_detail(r))
+        if r.status_code == 403 and NOT_REGISTERED in _detail(r):
+            raise NotRegistered(f"{method} {path}: {_detail(r)}")
         if r.status_code >= 400:
             raise QueueRefused(f"{method} {path}: HTTP {r.status_code}: {_detail(r)}")
         return r.json() if r.content else None

@@ -29,7 +29,13 @@ import structlog
 from services.storage import DirStore, ObjectStore, open_store
 from services.worker.catalog import NodeCatalog
 from services.worker.comfy import ComfyClient, ComfyDown, ComfyError, Preview
-from services.worker.queue import LeaseLost, QueueClient, QueueRefused, QueueUnavailable
+from services.worker.queue import (
+    LeaseLost,
+    NotRegistered,
+    QueueClient,
+    QueueRefused,
+    QueueUnavailable,
+)
 from services.worker.runner import ComfyGone, JobRun, Phase, Reconnected, Shared
 from services.worker.settings import WorkerSettings
 from services.worker.supervisor import Backoff, ComfySupervisor, ComfyWatch, pause
@@ -58,6 +64,8 @@ class Worker:
         self.catalog = NodeCatalog()
         self.catalog_hash: str | None = None
         self.registered_generation = -1
+        self.registrations = 0  # answered registrations: who re-registers after a 403 knows
+        self._register_lock = asyncio.Lock()
         self.jobs_done = 0
         self.last_busy_at: float | None = None
         self.stopping = asyncio.Event()
@@ -175,11 +183,23 @@ class Worker:
                 )  # fmt: skip
                 self.registered_generation = self.watch.generation
         answer = await self.queue.register(body)
+        self.registrations += 1
         self.lease_ttl_s = float(answer.get("lease_ttl_s", 30.0))
         if answer.get("catalog_wanted") and raw is not None and self.catalog_hash:
             await self.queue.put_catalog(self.catalog_hash, raw)
         log.info("registered", worker_id=self.queue.worker_id, comfyui_up=raw is not None,
                  catalog=self.catalog_hash, catalog_sent=bool(answer.get("catalog_wanted")))
+
+    async def _register_again(self, seen: int, error: NotRegistered) -> None:
+        """The queue forgot this worker (lease or heartbeat got 403 "not registered": its
+        Redis lost the entry). Register again, once for the callers that saw the refusal
+        with registration number `seen`; an unreachable queue is the caller's to retry."""
+        async with self._register_lock:
+            if self.registrations != seen:
+                return  # another caller registered meanwhile
+            log.warning("the queue forgot this worker: registering again", error=str(error))
+            await self.register()
+            self._wake.set()
 
     async def _take_catalog(self, raw: bytes) -> bool:
         """Adopt a catalogue; True if it differs from the one before."""
@@ -241,9 +261,16 @@ class Worker:
         backoff = Backoff(first_s=0.2, cap_s=10.0)
         try:
             while True:
+                seen = self.registrations
                 try:
                     answer = await self.queue.lease(self.settings.lease_wait_s, prefetch)
                     break
+                except NotRegistered as exc:
+                    try:
+                        await self._register_again(seen, exc)
+                    except (QueueUnavailable, QueueRefused) as again:
+                        log.warning("could not register", error=str(again))
+                    await pause(backoff.delay())  # a queue that keeps forgetting: no hammering
                 except QueueUnavailable:
                     if self.stopping.is_set():
                         return
@@ -364,8 +391,14 @@ class Worker:
             interval = max(0.5, min(self.lease_ttl_s / 3, 2.0))
             leases = [(r.id, r.lease_id) for r in self.runs.values()]
             cancelling = [r.id for r in self.runs.values() if r.cancel_requested]
+            seen = self.registrations
             try:
                 answer = await self.queue.heartbeat(leases, self.status(), interval, cancelling)
+            except NotRegistered as exc:
+                with contextlib.suppress(QueueUnavailable, QueueRefused):
+                    await self._register_again(seen, exc)
+                await pause(interval)
+                continue
             except (QueueUnavailable, QueueRefused, LeaseLost) as exc:
                 log.debug("heartbeat failed", error=str(exc))
                 await pause(interval)
