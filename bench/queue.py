@@ -21,6 +21,9 @@ Three measurements, in this order:
 3. submit latency: an open-loop generator sends submits at scheduled times (`--rate`/s for
    `--rate-seconds`), while the 8 workers drain; latency from the request being sent to its
    response (and, to expose client-side lag, from the scheduled send time).
+4. burst (issue 13): `--burst-reads` GET /api/jobs sent at once, then `--burst-participants`
+   participants each sending `--burst-submits` submits back to back, all participants at once,
+   while the 8 workers drain; errors (anything but 200/201, or no answer) and latency p99.
 
 Ends with exactly one JSON line.
 """
@@ -176,16 +179,19 @@ def start_services(
     n_workers: int,
     appendonly: bool,
     appendfsync: str = REDIS_APPENDFSYNC,
+    burst_users: int = 0,
 ) -> Services:
-    from services.queue.auth import hash_password  # argon2: hash once, pass the hashes
+    import argon2  # the cheapest argon2id hash: login is not measured, only needed
 
     tmp = tempfile.TemporaryDirectory(prefix="queue-bench-")
     server = LocalRedis(
         data_dir=Path(tmp.name) / "redis", appendonly=appendonly, appendfsync=appendfsync
     ).start()
     assert server.port != 6379
-    one_hash = hash_password("bench-password")  # one argon2 hash for all: login is not measured
+    cheap = argon2.PasswordHasher(time_cost=1, memory_cost=8, parallelism=1)
+    one_hash = cheap.hash("bench-password")  # one hash for all, verified in microseconds
     users = {f"bench-u{i}": "bench-password" for i in range(n_users)}
+    users |= {f"bench-p{i}": "bench-password" for i in range(burst_users)}
     workers = {f"bw{i}": f"{WORKER_TOKEN_PREFIX}bench-token-{i}" for i in range(n_workers)}
     env = {
         **os.environ,
@@ -515,6 +521,81 @@ async def phase_open_loop(
     }
 
 
+async def phase_burst(
+    client: Client,
+    workers: list[BenchWorker],
+    body: dict[str, Any],
+    reads: int,
+    participants: list[str],
+    per_participant: int,
+) -> dict[str, Any]:
+    """A workshop's worst moment: every browser refreshing at once, then every participant
+    clicking Queue several times; the workers drain meanwhile."""
+    stop = asyncio.Event()
+    done = {"n": 0}
+
+    def on_done() -> None:
+        done["n"] += 1
+
+    drains = [asyncio.create_task(drain_loop(w, stop, on_done, 1.0)) for w in workers]
+    read_lat: list[float] = []
+    submit_lat: list[float] = []
+    errors = {"read": 0, "submit": 0}
+
+    async def read(i: int) -> None:
+        user = participants[i % len(participants)]
+        url = client.urls[i % len(client.urls)] + "/api/jobs?limit=20"
+        t = time.perf_counter()
+        try:
+            response = await client.http.get(url).headers(client.user_auth[user]).build().send()
+            await response.bytes()
+            ok = response.status == 200
+        except Exception:  # any failure to answer is an error of the burst
+            ok = False
+        read_lat.append((time.perf_counter() - t) * 1000)
+        errors["read"] += not ok
+
+    async def participant(i: int, user: str) -> None:
+        url = client.urls[i % len(client.urls)] + "/api/jobs"
+        for _ in range(per_participant):
+            t = time.perf_counter()
+            try:
+                status, _raw = await client.post(url, body, client.user_auth[user])
+                ok = status == 201
+            except Exception:  # likewise
+                ok = False
+            submit_lat.append((time.perf_counter() - t) * 1000)
+            errors["submit"] += not ok
+
+    t = time.perf_counter()
+    await asyncio.gather(*(read(i) for i in range(reads)))
+    reads_s = time.perf_counter() - t
+    t = time.perf_counter()
+    await asyncio.gather(*(participant(i, u) for i, u in enumerate(participants)))
+    submits_s = time.perf_counter() - t
+    n = len(participants) * per_participant
+    deadline = time.perf_counter() + 60
+    while done["n"] < n - errors["submit"] and time.perf_counter() < deadline:  # noqa: ASYNC110
+        await asyncio.sleep(0.01)
+    stop.set()
+    await asyncio.gather(*drains)
+    return {
+        "burst_reads": reads,
+        "burst_read_errors": errors["read"],
+        "burst_read_p50_ms": pct(read_lat, 50),
+        "burst_read_p99_ms": pct(read_lat, 99),
+        "burst_reads_s": reads_s,
+        "burst_participants": len(participants),
+        "burst_submits": n,
+        "burst_submit_errors": errors["submit"],
+        "burst_submit_p50_ms": pct(submit_lat, 50),
+        "burst_submit_p99_ms": pct(submit_lat, 99),
+        "burst_submit_max_ms": max(submit_lat),
+        "burst_submits_s": submits_s,
+        "burst_completed": done["n"],
+    }
+
+
 async def phase_store(url: str, body: dict[str, Any], jobs: int, n_workers: int) -> dict[str, Any]:
     """The same cycles without HTTP: JobStore calls (the Lua scripts) from 8 coroutines in this
     process, to separate the queue's own cost from the web stack's."""
@@ -558,7 +639,8 @@ async def phase_store(url: str, body: dict[str, Any], jobs: int, n_workers: int)
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     svc = start_services(
-        args.replicas, args.users, args.workers, not args.no_aof, args.appendfsync
+        args.replicas, args.users, args.workers, not args.no_aof, args.appendfsync,
+        args.burst_participants,
     )
     try:
         builder = ClientBuilder().http1_only().timeout(timedelta(seconds=90))
@@ -622,6 +704,21 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     f"(p99 from scheduled send {result['submit_from_schedule_p99_ms']:.2f} ms)",
                     flush=True,
                 )
+                if args.burst_reads or args.burst_participants:
+                    burst_users = [u for u in client.user_auth if u.startswith("bench-p")]
+                    result |= await phase_burst(
+                        client, workers, body, args.burst_reads,
+                        burst_users or list(client.user_auth), args.burst_submits,
+                    )  # fmt: skip
+                    print(
+                        f"burst: {args.burst_reads} reads at once: "
+                        f"{result['burst_read_errors']} errors, p99 "
+                        f"{result['burst_read_p99_ms']:.1f} ms; {result['burst_participants']} "
+                        f"participants x {args.burst_submits} submits: "
+                        f"{result['burst_submit_errors']} errors, p99 "
+                        f"{result['burst_submit_p99_ms']:.1f} ms",
+                        flush=True,
+                    )
                 result |= await phase_store(svc.redis.url, body, 8 * (args.jobs // 8), args.workers)
                 print(
                     f"store only (no HTTP, one process): {result['store_cycles_per_s']:.0f} "
@@ -654,6 +751,9 @@ def main() -> None:
     ap.add_argument("--gap-samples", type=int, default=300)
     ap.add_argument("--rate", type=float, default=200.0, help="open-loop submits per second")
     ap.add_argument("--rate-seconds", type=float, default=10.0)
+    ap.add_argument("--burst-reads", type=int, default=1000, help="GET /api/jobs at once")
+    ap.add_argument("--burst-participants", type=int, default=200)
+    ap.add_argument("--burst-submits", type=int, default=5, help="submits per participant")
     ap.add_argument("--no-aof", action="store_true", help="Redis without appendonly")
     ap.add_argument(
         "--appendfsync", choices=["everysec", "always"], default="everysec",
