@@ -52,6 +52,12 @@ from bench.queue import ADMIN_PASSWORD, OUTPUTS, TOKEN_SECRET, sd15_workflow  # 
 from services.contracts import WORKER_TOKEN_PREFIX, JobState, Role  # noqa: E402
 from services.local_redis import LocalRedis, free_port  # noqa: E402
 
+
+def note(*parts: Any) -> None:
+    """Progress on stderr (the JSON line stays alone on stdout)."""
+    print(time.strftime("%H:%M:%S"), *parts, file=sys.stderr, flush=True)
+
+
 FINAL = {JobState.SUCCEEDED.value, JobState.FAILED.value, JobState.CANCELLED.value}
 #: Short leases so a killed worker's job comes back within seconds.
 LEASE_TTL_S = 2.0
@@ -131,7 +137,7 @@ class Fleet:
     tokens: dict[str, str]
     service: subprocess.Popen[bytes] | None = None
     workers: dict[str, asyncio.subprocess.Process] = field(default_factory=dict)
-    readers: list[asyncio.Task[None]] = field(default_factory=list)
+    readers: dict[str, asyncio.Task[None]] = field(default_factory=dict)
     held: dict[str, str | None] = field(default_factory=dict)  # worker name -> job held
     leases: dict[str, list[tuple[str, float]]] = field(default_factory=dict)  # job -> (who, t)
     done: dict[str, int] = field(default_factory=dict)  # job -> accepted completes
@@ -176,7 +182,7 @@ class Fleet:
         )  # fmt: skip
         self.workers[name] = proc
         self.held[name] = None
-        self.readers.append(asyncio.create_task(self._read(name, proc)))
+        self.readers[name] = asyncio.create_task(self._read(name, proc))
 
     async def _read(self, name: str, proc: asyncio.subprocess.Process) -> None:
         assert proc.stdout is not None
@@ -195,16 +201,18 @@ class Fleet:
             self.changed.set()
 
     async def kill_worker(self, name: str) -> None:
+        """SIGKILL, then read what it wrote before dying (a job it completed just then)."""
         proc = self.workers.pop(name)
         proc.kill()
         await proc.wait()
+        await self.readers.pop(name)
 
     async def stop(self) -> None:
         for proc in self.workers.values():
             with contextlib.suppress(ProcessLookupError):
                 proc.kill()
             await proc.wait()
-        for task in self.readers:
+        for task in self.readers.values():
             task.cancel()
         if self.service is not None and self.service.poll() is None:
             self.service.send_signal(signal.SIGTERM)
@@ -332,7 +340,9 @@ async def wait_for(fleet: Fleet, predicate: Any, timeout_s: float) -> bool:
     return True
 
 
-async def chaos(fleet: Fleet, sub: Submitter, args: argparse.Namespace) -> dict[str, Any]:
+async def chaos(
+    fleet: Fleet, http: httpx.AsyncClient, admin: str, args: argparse.Namespace
+) -> dict[str, Any]:
     """Kill a worker holding a job, then the service, then Redis, each at a share of the
     submits; start each again."""
     out: dict[str, Any] = {"requeue_after_kill_s": None, "killed": []}
@@ -342,7 +352,7 @@ async def chaos(fleet: Fleet, sub: Submitter, args: argparse.Namespace) -> dict[
 
     # 1. A worker process holding a job.
     await wait_for(fleet, lambda: completed() >= args.jobs * 0.15, 120)
-    for _ in range(5):
+    for _ in range(10):
         await wait_for(fleet, lambda: any(fleet.held[n] for n in fleet.workers), 30)
         victim = next((n for n in fleet.workers if fleet.held[n]), None)
         if victim is None:
@@ -350,7 +360,7 @@ async def chaos(fleet: Fleet, sub: Submitter, args: argparse.Namespace) -> dict[
         job = fleet.held[victim]
         t_kill = time.time()
         await fleet.kill_worker(victim)
-        await asyncio.sleep(0)  # let its reader take the lines already written
+        note("killed worker", victim, "holding", job, "done:", fleet.done.get(job or ""))
         spare = next(n for n in fleet.tokens if n not in fleet.workers and n != victim)
         await fleet.start_worker(spare)
         out["killed"].append(f"worker {victim}")
@@ -359,14 +369,19 @@ async def chaos(fleet: Fleet, sub: Submitter, args: argparse.Namespace) -> dict[
         def leased_elsewhere(job: str = job, victim: str = victim) -> bool:
             return any(w != victim for w, _ in fleet.leases.get(job, []))
 
-        again = await wait_for(fleet, leased_elsewhere, 30)
-        if again:
+        if await wait_for(fleet, leased_elsewhere, LEASE_TTL_S + 10):
             t_again = min(t for w, t in fleet.leases[job] if w != victim)
             out["requeue_after_kill_s"] = t_again - t_kill
-        break
+            break
+        r = await http.get(f"/api/jobs/{job}", headers={"Authorization": f"Bearer {admin}"})
+        note("not leased again:", r.status_code, r.text[:300])
+        if r.status_code == 200 and r.json()["state"] == JobState.SUCCEEDED.value:
+            continue  # killed after its complete reached the queue, before it said so
+        break  # not leased again, not done: it shows up as stuck at the end
 
     # 2. The queue service.
     await wait_for(fleet, lambda: completed() >= args.jobs * 0.4, 120)
+    note("killing the service at", completed(), "completed")
     fleet.kill_service()
     t = time.monotonic()
     await asyncio.to_thread(fleet.start_service)
@@ -375,6 +390,7 @@ async def chaos(fleet: Fleet, sub: Submitter, args: argparse.Namespace) -> dict[
 
     # 3. Redis (AOF, fsync always), back on the same data directory and port.
     await wait_for(fleet, lambda: completed() >= args.jobs * 0.65, 120)
+    note("killing redis at", completed(), "completed")
     fleet.redis.kill()
     t = time.monotonic()
     await asyncio.to_thread(fleet.redis.start)
@@ -397,7 +413,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     await fleet.start_worker(f"cw{i}")
                 sub = Submitter(fleet, tokens, args.jobs, args.submitters, args.backlog)
                 submitting = asyncio.create_task(sub.run(http))
-                events = await chaos(fleet, sub, args)
+                events = await chaos(fleet, http, admin, args)
                 await submitting
                 # Settle: every job the queue took either ends or is stuck.
                 jobs: list[dict[str, Any]] = []
@@ -463,7 +479,7 @@ def main() -> None:
     ap.add_argument("--users", type=int, default=4)
     ap.add_argument("--submitters", type=int, default=4, help="concurrent submit loops")
     ap.add_argument("--backlog", type=int, default=24, help="jobs submitted ahead")
-    ap.add_argument("--work-s", type=float, default=0.02, help="each job's pretend GPU time")
+    ap.add_argument("--work-s", type=float, default=0.05, help="each job's pretend GPU time")
     ap.add_argument("--settle-s", type=float, default=30.0, help="wait for the last jobs")
     args = ap.parse_args()
     result = asyncio.run(run(args))
