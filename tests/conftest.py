@@ -42,6 +42,14 @@ async def queue(redis_url: str) -> AsyncIterator[QueueHarness]:
 
 
 @pytest.fixture
+async def replicas(redis_url: str) -> AsyncIterator[tuple[QueueHarness, QueueHarness]]:
+    """Two queue replicas with the same settings on one Redis, as production may run them."""
+    settings = queue_settings(redis_url)
+    async with start_queue(settings) as a, start_queue(settings) as b:
+        yield a, b
+
+
+@pytest.fixture
 def make_queue(redis_url: str) -> Any:
     """Start a queue service with overridden settings: ``async with make_queue(**kw) as q``."""
 

@@ -18,8 +18,6 @@ from tests.queue_harness import (
     WORKFLOW,
     MakeQueue,
     QueueHarness,
-    queue_settings,
-    start_queue,
 )
 
 SECRET = "test-secret-test-secret-test-secret"
@@ -177,29 +175,28 @@ async def test_the_last_admin_cannot_be_demoted_deleted_or_disabled(
 
 
 async def test_a_second_replica_refuses_a_deleted_users_token_within_a_second(
-    redis_url: str,
+    replicas: tuple[QueueHarness, QueueHarness],
 ) -> None:
-    settings = queue_settings(redis_url)
-    async with start_queue(settings) as a, start_queue(settings) as b:
-        token = await a.token("bob")
-        assert await _me(a, token) == 200
-        assert await _me(b, token) == 200  # both replicas have bob cached now
-        # Observe replica b's hub delivering the session event (the real callback still runs).
-        hub = b.app.state.ctx.hub
-        forget, seen = hub.on_session, asyncio.Event()
+    a, b = replicas
+    token = await a.token("bob")
+    assert await _me(a, token) == 200
+    assert await _me(b, token) == 200  # both replicas have bob cached now
+    # Observe replica b's hub delivering the session event (the real callback still runs).
+    hub = b.app.state.ctx.hub
+    forget, seen = hub.on_session, asyncio.Event()
 
-        def observe(uid: str | None) -> None:
-            forget(uid)
-            if uid == "bob":
-                seen.set()
+    def observe(uid: str | None) -> None:
+        forget(uid)
+        if uid == "bob":
+            seen.set()
 
-        hub.on_session = observe
-        admin = await a.client("admin")
-        assert (await admin.delete("/api/admin/users/bob")).status_code == 204
-        async with asyncio.timeout(1.0):  # the cache's own backstop is 30 s
-            await seen.wait()
-        assert await _me(b, token) == 401
-        await admin.aclose()
+    hub.on_session = observe
+    admin = await a.client("admin")
+    assert (await admin.delete("/api/admin/users/bob")).status_code == 204
+    async with asyncio.timeout(1.0):  # the cache's own backstop is 30 s
+        await seen.wait()
+    assert await _me(b, token) == 401
+    await admin.aclose()
 
 
 async def _login_from(queue: QueueHarness, user: str, password: str, addr: str) -> httpx.Response:

@@ -19,8 +19,6 @@ from tests.queue_harness import (
     QueueHarness,
     WorkerClient,
     events,
-    queue_settings,
-    start_queue,
 )
 
 
@@ -145,57 +143,55 @@ async def _until_idle_marked(redis_url: str, worker_id: str) -> None:
 
 
 async def test_prefetch_is_refused_while_a_worker_waits_idle_on_any_replica(
-    redis_url: str,
+    redis_url: str, replicas: tuple[QueueHarness, QueueHarness]
 ) -> None:
-    settings = queue_settings(redis_url)
-    async with start_queue(settings) as a, start_queue(settings) as b:
-        alice = await a.client("alice")
-        busy = await WorkerClient.register(b, "w1")
-        idle = await WorkerClient.register(a, "w0")
-        # No one idles: a busy worker may prefetch.
-        job = (await alice.post("/api/jobs", json={"workflow": WORKFLOW})).json()
-        got = await busy.lease(prefetch=True)
-        assert got is not None and got["job"]["id"] == job["id"]
+    a, b = replicas
+    alice = await a.client("alice")
+    busy = await WorkerClient.register(b, "w1")
+    idle = await WorkerClient.register(a, "w0")
+    # No one idles: a busy worker may prefetch.
+    job = (await alice.post("/api/jobs", json={"workflow": WORKFLOW})).json()
+    got = await busy.lease(prefetch=True)
+    assert got is not None and got["job"]["id"] == job["id"]
 
-        # w0 waits idle on replica a; a job w0 declined is there for the others.
-        second = (await alice.post("/api/jobs", json={"workflow": WORKFLOW})).json()
-        lease0 = await idle.lease()
-        assert lease0["job"]["id"] == second["id"]
-        r = await idle.call(second["id"], "decline", lease0["lease_id"],
-                            error={"error": {"type": "x"}, "node_errors": {}})  # fmt: skip
-        assert r.json() == {"state": JobState.QUEUED}
-        waiting = asyncio.create_task(idle.lease(wait_s=1.0))
-        await _until_idle_marked(redis_url, "w0")
-        # Replica b refuses w1's prefetch while w0 waits on replica a.
-        assert await busy.lease(prefetch=True) is None
-        # An idle (non-prefetch) lease is not refused.
-        assert (await busy.lease())["job"]["id"] == second["id"]
-        assert await waiting is None
-        for c in (alice, busy, idle):
-            await c.aclose()
+    # w0 waits idle on replica a; a job w0 declined is there for the others.
+    second = (await alice.post("/api/jobs", json={"workflow": WORKFLOW})).json()
+    lease0 = await idle.lease()
+    assert lease0["job"]["id"] == second["id"]
+    r = await idle.call(second["id"], "decline", lease0["lease_id"],
+                        error={"error": {"type": "x"}, "node_errors": {}})  # fmt: skip
+    assert r.json() == {"state": JobState.QUEUED}
+    waiting = asyncio.create_task(idle.lease(wait_s=1.0))
+    await _until_idle_marked(redis_url, "w0")
+    # Replica b refuses w1's prefetch while w0 waits on replica a.
+    assert await busy.lease(prefetch=True) is None
+    # An idle (non-prefetch) lease is not refused.
+    assert (await busy.lease())["job"]["id"] == second["id"]
+    assert await waiting is None
+    for c in (alice, busy, idle):
+        await c.aclose()
 
 
 async def test_a_waiting_idle_worker_gets_the_job_before_a_prefetching_one(
-    redis_url: str,
+    redis_url: str, replicas: tuple[QueueHarness, QueueHarness]
 ) -> None:
-    settings = queue_settings(redis_url)
-    async with start_queue(settings) as a, start_queue(settings) as b:
-        alice = await a.client("alice")
-        busy = await WorkerClient.register(a, "w1")
-        idle = await WorkerClient.register(b, "w0")
-        async with asyncio.timeout(10):
-            prefetching = asyncio.create_task(busy.lease(wait_s=8, prefetch=True))
-            idling = asyncio.create_task(idle.lease(wait_s=8))
-            await _until_idle_marked(redis_url, "w0")
-            first = (await alice.post("/api/jobs", json={"workflow": WORKFLOW})).json()
-            got = await idling
-            assert got["job"]["id"] == first["id"]
-            assert not prefetching.done()
-            # w0 is busy now and no one idles: the prefetching worker gets the next one.
-            second = (await alice.post("/api/jobs", json={"workflow": WORKFLOW})).json()
-            assert (await prefetching)["job"]["id"] == second["id"]
-        for c in (alice, busy, idle):
-            await c.aclose()
+    a, b = replicas
+    alice = await a.client("alice")
+    busy = await WorkerClient.register(a, "w1")
+    idle = await WorkerClient.register(b, "w0")
+    async with asyncio.timeout(10):
+        prefetching = asyncio.create_task(busy.lease(wait_s=8, prefetch=True))
+        idling = asyncio.create_task(idle.lease(wait_s=8))
+        await _until_idle_marked(redis_url, "w0")
+        first = (await alice.post("/api/jobs", json={"workflow": WORKFLOW})).json()
+        got = await idling
+        assert got["job"]["id"] == first["id"]
+        assert not prefetching.done()
+        # w0 is busy now and no one idles: the prefetching worker gets the next one.
+        second = (await alice.post("/api/jobs", json={"workflow": WORKFLOW})).json()
+        assert (await prefetching)["job"]["id"] == second["id"]
+    for c in (alice, busy, idle):
+        await c.aclose()
 
 
 async def test_relayed_comfy_messages_are_events_in_order(queue: QueueHarness) -> None:

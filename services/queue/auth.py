@@ -15,6 +15,7 @@ import hashlib
 import hmac
 import secrets
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -237,12 +238,8 @@ class Authenticator:
         stop working at once on every replica. False if the user is unknown. Raises
         LastAdmin when disabling the only enabled admin."""
 
-        async def change(pipe: Pipeline) -> bool:
-            raw = await pipe.hget(self._users_key, uid)
-            if raw is None:
-                pipe.multi()
-                return False
-            if disabled and raw.decode().startswith(Role.ADMIN.value + " "):
+        async def act(pipe: Pipeline, record: str) -> None:
+            if disabled and record.startswith(Role.ADMIN.value + " "):
                 await self._refuse_last_admin(pipe, uid, "disable")
             pipe.multi()
             if disabled:
@@ -250,13 +247,8 @@ class Authenticator:
             else:
                 pipe.srem(self._disabled_key, uid)
             self._bump(pipe, uid)
-            return True
 
-        return bool(
-            await self.redis.transaction(
-                change, self._users_key, self._disabled_key, value_from_callable=True
-            )
-        )
+        return await self._change_user(uid, act)
 
     async def get_user(self, uid: str) -> tuple[str, Role] | None:
         record = await self.user_record(uid)
@@ -272,17 +264,29 @@ class Authenticator:
     async def delete_user(self, uid: str) -> bool:
         """Delete a user; their sessions end at once. Raises LastAdmin for the only admin."""
 
-        async def change(pipe: Pipeline) -> bool:
-            raw = await pipe.hget(self._users_key, uid)
-            if raw is None:
-                pipe.multi()
-                return False
-            if raw.decode().startswith(Role.ADMIN.value + " "):
+        async def act(pipe: Pipeline, record: str) -> None:
+            if record.startswith(Role.ADMIN.value + " "):
                 await self._refuse_last_admin(pipe, uid, "delete")
             pipe.multi()
             pipe.hdel(self._users_key, uid)
             pipe.srem(self._disabled_key, uid)
             self._bump(pipe, uid)
+
+        return await self._change_user(uid, act)
+
+    async def _change_user(
+        self, uid: str, act: Callable[[Pipeline, str], Awaitable[None]]
+    ) -> bool:
+        """Run `act(pipe, "<role> <hash>")` in one transaction WATCHing the users and the
+        disabled set (it calls `pipe.multi()` once its checks pass); False, nothing done, if
+        `uid` does not exist."""
+
+        async def change(pipe: Pipeline) -> bool:
+            raw = await pipe.hget(self._users_key, uid)
+            if raw is None:
+                pipe.multi()
+                return False
+            await act(pipe, raw.decode())
             return True
 
         return bool(
@@ -497,18 +501,24 @@ async def _principal(request: Request) -> Principal:
     return await auth.authenticate(request.headers.get("authorization"), None)
 
 
-async def require_person(request: Request) -> Principal:
+async def _principal_if(
+    request: Request, allowed: Callable[[Principal], bool], refusal: str
+) -> Principal:
+    """The caller if `allowed(principal)`, else 403 with `refusal`."""
     principal = await _principal(request)
-    if principal.is_worker:
-        raise HTTPException(status.HTTP_403_FORBIDDEN, "worker tokens may not use this endpoint")
+    if not allowed(principal):
+        raise HTTPException(status.HTTP_403_FORBIDDEN, refusal)
     return principal
+
+
+async def require_person(request: Request) -> Principal:
+    return await _principal_if(
+        request, lambda p: not p.is_worker, "worker tokens may not use this endpoint"
+    )
 
 
 async def require_admin(request: Request) -> Principal:
-    principal = await _principal(request)
-    if not principal.is_admin:
-        raise HTTPException(status.HTTP_403_FORBIDDEN, "admin only")
-    return principal
+    return await _principal_if(request, lambda p: p.is_admin, "admin only")
 
 
 async def require_authenticated(request: Request) -> Principal:
@@ -517,10 +527,7 @@ async def require_authenticated(request: Request) -> Principal:
 
 
 async def require_worker(request: Request) -> Principal:
-    principal = await _principal(request)
-    if not principal.is_worker:
-        raise HTTPException(status.HTTP_403_FORBIDDEN, "worker token required")
-    return principal
+    return await _principal_if(request, lambda p: p.is_worker, "worker token required")
 
 
 async def websocket_principal(websocket: WebSocket) -> Principal:

@@ -5,7 +5,15 @@ from __future__ import annotations
 import json
 from typing import Annotated, Any
 
-from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    Field,
+    PositiveFloat,
+    PositiveInt,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from services.contracts import REDIS_PORT, Mode, Role
@@ -49,31 +57,31 @@ class QueueSettings(BaseSettings):
     public_url: str | None = Field(default=None, pattern=r"^https?://[^/\s]+$")
 
     mode: Mode = Mode.FAIR
-    max_queued_per_user: int = Field(default=20, gt=0)
-    max_running_per_user: int = Field(default=2, gt=0)
-    max_attempts: int = Field(default=3, gt=0)
-    lease_ttl_s: float = Field(default=30.0, gt=0)
-    lease_wait_max_s: float = Field(default=30.0, gt=0)
-    worker_lost_after_s: float = Field(default=60.0, gt=0)
-    reap_interval_s: float = Field(default=1.0, gt=0)
+    max_queued_per_user: PositiveInt = 20
+    max_running_per_user: PositiveInt = 2
+    max_attempts: PositiveInt = 3
+    lease_ttl_s: PositiveFloat = 30.0
+    lease_wait_max_s: PositiveFloat = 30.0
+    worker_lost_after_s: PositiveFloat = 60.0
+    reap_interval_s: PositiveFloat = 1.0
 
-    max_body_bytes: int = Field(default=2 * 1024 * 1024, gt=0)
+    max_body_bytes: PositiveInt = 2 * 1024 * 1024
     #: A worker's node catalogue (/object_info) once inflated; it arrives gzipped.
-    max_catalog_bytes: int = Field(default=64 * 1024 * 1024, gt=0)
-    history_per_user: int = Field(default=200, gt=0)
-    retention_s: int = Field(default=7 * 24 * 3600, gt=0)
+    max_catalog_bytes: PositiveInt = 64 * 1024 * 1024
+    history_per_user: PositiveInt = 200
+    retention_s: PositiveInt = 7 * 24 * 3600
     events_maxlen: int = Field(default=50_000, gt=100)
     #: Redis connections per replica. Past that, a request waits for one (up to
     #: `redis_pool_timeout_s`) instead of failing: a room reloading at once is > 100 requests.
-    redis_max_connections: int = Field(default=256, gt=0)
-    redis_pool_timeout_s: float = Field(default=20.0, gt=0)
+    redis_max_connections: PositiveInt = 256
+    redis_pool_timeout_s: PositiveFloat = 20.0
     #: Password hashes at once per replica, and callers allowed to wait for one.
-    login_concurrency: int = Field(default=4, gt=0)
+    login_concurrency: PositiveInt = 4
     login_queue: int = Field(default=64, ge=0)
     #: Failed logins allowed per user and per address within the window, then 429.
-    login_failures_per_user: int = Field(default=10, gt=0)
-    login_failures_per_address: int = Field(default=50, gt=0)
-    login_window_s: int = Field(default=300, gt=0)
+    login_failures_per_user: PositiveInt = 10
+    login_failures_per_address: PositiveInt = 50
+    login_window_s: PositiveInt = 300
 
     @field_validator("users", "worker_tokens", mode="before")
     @classmethod
