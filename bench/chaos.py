@@ -142,7 +142,9 @@ class Fleet:
     leases: dict[str, list[tuple[str, float]]] = field(default_factory=dict)  # job -> (who, t)
     done: dict[str, int] = field(default_factory=dict)  # job -> accepted completes
     refused: list[dict[str, Any]] = field(default_factory=list)
-    changed: asyncio.Event = field(default_factory=asyncio.Event)
+    #: One event per waiter, all set on each line (a shared event one waiter clears would
+    #: leave the others sleeping until their timeout).
+    waiters: set[asyncio.Event] = field(default_factory=set)
 
     @property
     def url(self) -> str:
@@ -198,7 +200,8 @@ class Fleet:
                     self.done[line["job"]] = self.done.get(line["job"], 0) + 1
             elif ev == "refused":
                 self.refused.append(line)
-            self.changed.set()
+            for waiter in self.waiters:
+                waiter.set()
 
     async def kill_worker(self, name: str) -> None:
         """SIGKILL, then read what it wrote before dying (a job it completed just then)."""
@@ -330,14 +333,19 @@ async def all_jobs(http: httpx.AsyncClient, admin: str) -> list[dict[str, Any]]:
 async def wait_for(fleet: Fleet, predicate: Any, timeout_s: float) -> bool:
     """Wait (on the workers' lines) until `predicate()`; False at the timeout."""
     deadline = time.monotonic() + timeout_s
-    while not predicate():
-        fleet.changed.clear()
-        left = deadline - time.monotonic()
-        if left <= 0:
-            return False
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(fleet.changed.wait(), min(left, 0.5))
-    return True
+    changed = asyncio.Event()
+    fleet.waiters.add(changed)
+    try:
+        while not predicate():
+            changed.clear()
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(changed.wait(), min(left, 0.5))
+        return True
+    finally:
+        fleet.waiters.discard(changed)
 
 
 async def chaos(
