@@ -317,12 +317,17 @@ async def login(http: httpx.AsyncClient, user: str, password: str) -> str:
 async def all_jobs(http: httpx.AsyncClient, admin: str) -> list[dict[str, Any]]:
     """Every job the queue knows, with workflows (for the markers), page by page."""
     out: list[dict[str, Any]] = []
+    unavailable = 0
     while True:
         r = await http.get(
             "/api/jobs",
             params={"state": "all", "limit": 500, "offset": len(out), "workflow": "true"},
             headers={"Authorization": f"Bearer {admin}"},
         )
+        if r.status_code == 503 and unavailable < 50:  # pooled connections of the old Redis
+            unavailable += 1
+            await asyncio.sleep(0.2)
+            continue
         r.raise_for_status()
         page = r.json()
         out.extend(page)
@@ -361,10 +366,13 @@ async def chaos(
     # 1. A worker process holding a job.
     await wait_for(fleet, lambda: completed() >= args.jobs * 0.15, 120)
     for _ in range(10):
-        await wait_for(fleet, lambda: any(fleet.held[n] for n in fleet.workers), 30)
+        await wait_for(
+            fleet, lambda: any(fleet.held[n] for n in fleet.workers) or completed() >= args.jobs,
+            30,
+        )  # fmt: skip
         victim = next((n for n in fleet.workers if fleet.held[n]), None)
         if victim is None:
-            continue
+            break  # every job done already: nothing left to hold
         job = fleet.held[victim]
         t_kill = time.time()
         await fleet.kill_worker(victim)
