@@ -226,6 +226,121 @@ async def test_mode_switch_takes_effect(cockpit: Cockpit) -> None:
     await page.context.close()
 
 
+async def test_pause_bump_and_drain_from_the_page(cockpit: Cockpit) -> None:
+    page = await cockpit.signed_in()
+    await page.get_by_role("button", name="Pause queue").click()
+    await page.wait_for_selector("body[data-paused='1']", timeout=UI_TIMEOUT_MS)
+    assert (await cockpit.admin.get("/api/admin/overview")).json()["paused"] is True
+    async with cockpit.participant("user003") as user:
+        try:
+            first = await submit(user, graph(steps=2))
+            second = await submit(user, graph(steps=2))
+            row = f"tr[data-job='{second}'][data-state='queued']"
+            await page.wait_for_selector(row, timeout=UI_TIMEOUT_MS)
+            await page.get_by_role("button", name=f"bump job {second} to the front").click()
+            await page.wait_for_function(
+                "() => document.querySelector('#action-msg').textContent.startsWith('Bump')",
+                timeout=UI_TIMEOUT_MS,
+            )
+            jobs = {j["id"]: j for j in (await cockpit.admin.get("/api/admin/jobs")).json()}
+            assert jobs[second]["position"] == 1 < jobs[first]["position"]
+            # Paused: nothing was leased meanwhile.
+            assert jobs[first]["state"] == jobs[second]["state"] == JobState.QUEUED
+        finally:
+            await page.get_by_role("button", name="Resume queue").click()
+        await page.wait_for_selector("body[data-paused='0']", timeout=UI_TIMEOUT_MS)
+        assert (await cockpit.admin.get("/api/admin/overview")).json()["paused"] is False
+        for job in (first, second):
+            await page.wait_for_selector(
+                f"tr[data-job='{job}'][data-state='succeeded']", timeout=UI_TIMEOUT_MS
+            )
+
+    worker = (await cockpit.admin.get("/api/admin/workers")).json()[0]["id"]
+    row = f"#workers tr[data-worker='{worker}']"
+    try:
+        await page.get_by_role("button", name=f"drain worker {worker}", exact=True).click()
+        await page.wait_for_selector(f"{row}[data-draining='1']", timeout=UI_TIMEOUT_MS)
+        listed = {w["id"]: w for w in (await cockpit.admin.get("/api/admin/workers")).json()}
+        assert listed[worker]["draining"] is True
+        # The worker hears it in its heartbeat and says so in its health line.
+        await page.wait_for_selector(f"{row}[data-state='draining']", timeout=UI_TIMEOUT_MS)
+    finally:
+        await page.get_by_role("button", name=f"undrain worker {worker}", exact=True).click()
+    await page.wait_for_selector(f"{row}[data-draining='0']", timeout=UI_TIMEOUT_MS)
+    listed = {w["id"]: w for w in (await cockpit.admin.get("/api/admin/workers")).json()}
+    assert listed[worker]["draining"] is False
+    await page.context.close()
+
+
+async def me_status(cockpit: Cockpit, user: str, password: str) -> int:
+    async with httpx.AsyncClient(
+        base_url=cockpit.stack.queue.base_url, auth=(user, password), timeout=30
+    ) as client:
+        return (await client.get("/api/me")).status_code
+
+
+async def test_participant_actions_from_the_page(cockpit: Cockpit) -> None:
+    page = await cockpit.signed_in()
+    uid = "user021"
+    await page.fill("#add-id", uid)
+    await page.get_by_role("button", name="Add participant").click()
+    await page.wait_for_selector("#secret:not([hidden])", timeout=UI_TIMEOUT_MS)
+    generated = await page.text_content("#secret-value")
+    assert generated and len(generated) >= 8
+    assert await me_status(cockpit, uid, generated) == 200
+    row = f"#users tr[data-user='{uid}']"
+    await page.wait_for_selector(row, timeout=UI_TIMEOUT_MS)
+
+    # Adding the same one again says why not.
+    await page.fill("#add-id", uid)
+    await page.get_by_role("button", name="Add participant").click()
+    await page.wait_for_function(
+        "() => document.querySelector('#action-msg').textContent.includes('exists')",
+        timeout=UI_TIMEOUT_MS,
+    )
+
+    await page.get_by_role("button", name=f"reset password of {uid}").click()
+    await page.wait_for_function(
+        f"() => document.querySelector('#secret-value').textContent !== {json.dumps(generated)}",
+        timeout=UI_TIMEOUT_MS,
+    )
+    fresh = await page.text_content("#secret-value")
+    assert fresh
+    assert await me_status(cockpit, uid, generated) == 401
+    assert await me_status(cockpit, uid, fresh) == 200
+    await page.get_by_role("button", name="Hide password").click()
+    assert await page.is_hidden("#secret")
+    assert await page.text_content("#secret-value") == ""
+
+    await page.get_by_role("button", name=f"disable {uid}", exact=True).click()
+    await page.wait_for_selector(f"{row}[data-disabled='1']", timeout=UI_TIMEOUT_MS)
+    assert await me_status(cockpit, uid, fresh) != 200
+    await page.get_by_role("button", name=f"enable {uid}", exact=True).click()
+    await page.wait_for_selector(f"{row}[data-disabled='0']", timeout=UI_TIMEOUT_MS)
+    assert await me_status(cockpit, uid, fresh) == 200
+
+    await page.get_by_label(f"running limit of {uid}").fill("2")
+    await page.get_by_label(f"daily limit of {uid}").fill("5")
+    await page.get_by_role("button", name=f"save limits of {uid}").click()
+    await page.wait_for_function(
+        f"() => document.querySelector('#action-msg').textContent === 'Limits of {uid}: done'",
+        timeout=UI_TIMEOUT_MS,
+    )
+    users = {u["id"]: u for u in (await cockpit.admin.get("/api/admin/users")).json()}
+    assert users[uid]["limits"] == {"running": 2, "daily": 5}
+    # A limit the queue refuses: the page says the queue's reason.
+    await page.get_by_label(f"running limit of {uid}").fill("0")
+    await page.get_by_role("button", name=f"save limits of {uid}").click()
+    await page.wait_for_function(
+        "() => document.querySelector('#action-msg').textContent"
+        f".startsWith('Limits of {uid} failed')",
+        timeout=UI_TIMEOUT_MS,
+    )
+    message = await page.text_content("#action-msg")
+    assert "running" in message, message
+    await page.context.close()
+
+
 async def test_keyboard_sign_in_names_and_phone_width(cockpit: Cockpit) -> None:
     page = await cockpit.page(viewport={"width": 390, "height": 844}, is_mobile=True)
     await page.goto(cockpit.url)
