@@ -198,6 +198,21 @@ async def test_a_participants_job_appears_progresses_and_completes(cockpit: Cock
     assert len(between) >= 3, values  # the bar moved through several steps
     assert values[-1] == 1.0
     assert await page.text_content(f"tr[data-job='{job}'] td:nth-child(2)") == "user001"
+    # Issue 9: the workers panel shows each worker's health line as its heartbeat said it.
+    worker = record["worker"]
+    row = f"#workers tr[data-worker='{worker}']"
+    await page.wait_for_selector(f"{row}[data-state='idle']", timeout=UI_TIMEOUT_MS)
+    listed = {w["id"]: w for w in (await cockpit.admin.get("/api/admin/workers")).json()}
+    line = listed[worker]["status"]
+    assert line["state"] == "idle" and line["jobs_done"] >= 1 and line["comfyui"] == "up"
+    await page.wait_for_selector(
+        f"{row}[data-jobs-done='{line['jobs_done']}']", timeout=UI_TIMEOUT_MS
+    )
+    texts = await page.eval_on_selector(row, "tr => Array.from(tr.cells).map(c => c.textContent)")
+    assert texts[0] == worker
+    assert texts[1].startswith("double (€")  # provider and hourly price, as registered
+    assert texts[4] == "up" and texts[5] == "none" and texts[6] == str(line["jobs_done"])
+    assert texts[9] == "idle"
     await page.context.close()
 
 
@@ -207,6 +222,9 @@ async def test_cancel_from_the_page(cockpit: Cockpit) -> None:
         job = await submit(user, graph(steps=400))  # 40 s: it is still running when cancelled
         row = f"tr[data-job='{job}']"
         await page.wait_for_selector(f"{row}[data-state='running']", timeout=UI_TIMEOUT_MS)
+        # Issue 9: the worker's health line (from its heartbeat) names the job it runs.
+        health = f"#workers tr[data-job='{job}'][data-state='busy'][data-comfyui='up']"
+        await page.wait_for_selector(health, timeout=UI_TIMEOUT_MS)
         await page.get_by_role("button", name=f"cancel job {job}").click()
         await page.wait_for_selector(f"{row}[data-state='cancelled']", timeout=UI_TIMEOUT_MS)
         record = (await user.get(f"/api/jobs/{job}")).json()
