@@ -341,6 +341,35 @@ class CreatedUser(BaseModel):
     password: str = Field(description="shown once; the queue keeps only its hash")
 
 
+class PushWorkflow(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    workflow: dict[str, Any] = Field(
+        description="a workflow as ComfyUI saves it (UI format: nodes and links) or in the "
+        "API format (node id -> class_type and inputs)"
+    )
+    user: str | None = Field(default=None, max_length=64, description="null: every participant")
+
+
+class PushedTo(BaseModel):
+    sent_to: str = Field(description="the participant, or * for every one")
+
+
+class CredentialsSheetRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    users: list[str] | None = Field(
+        default=None, max_length=1000, description="null: every participant"
+    )
+    reset: bool = Field(
+        default=False, description="give every listed user without a passed password a new one"
+    )
+    passwords: dict[str, str] | None = Field(
+        default=None, max_length=1000,
+        description="the passwords the organizer holds (user -> password); each is checked",
+    )
+
+
 class PasswordOut(BaseModel):
     id: str
     password: str = Field(description="shown once; the queue keeps only its hash")

@@ -675,18 +675,14 @@ class JobStore:
         None if no such worker. The `worker` event wakes its long-poll to hear so."""
         if not await self.redis.exists(self.key("worker", worker_id)):
             return None
-        data = orjson.dumps({"worker": worker_id, "draining": draining})
-        event = {
-            "type": EventType.WORKER.value, "job": "", "user": "",
-            "state": "draining" if draining else "undrained", "data": data,
-        }
         async with self.redis.pipeline(transaction=True) as pipe:
             if draining:
                 pipe.sadd(self.key("draining"), worker_id)
             else:
                 pipe.srem(self.key("draining"), worker_id)
-            pipe.xadd(
-                self.key("events"), event, maxlen=self.settings.events_maxlen, approximate=True
+            self._emit(
+                pipe, EventType.WORKER, {"worker": worker_id, "draining": draining},
+                state="draining" if draining else "undrained",
             )
             await pipe.execute()
         return next((w for w in await self.workers() if w.id == worker_id), None)
@@ -727,9 +723,22 @@ class JobStore:
 
     async def set_mode(self, mode: Mode) -> None:
         await self.redis.set(self.key("mode"), mode.value)
-        data = orjson.dumps({"mode": mode.value})
-        event = {"type": EventType.MODE.value, "job": "", "user": "", "state": "", "data": data}
-        await self.redis.xadd(
+        await self._emit(self.redis, EventType.MODE, {"mode": mode.value})
+
+    async def push_workflow(self, user: str, workflow: dict[str, Any]) -> None:
+        """Send a workflow to one participant's canvas, or every one's (`user` EVERYONE):
+        an event their gateways turn into the frontend's `workshop.push_workflow`."""
+        await self._emit(self.redis, EventType.PUSH_WORKFLOW, {"workflow": workflow}, user=user)
+
+    def _emit(
+        self, target: Any, kind: EventType, data: dict[str, Any], *, state: str = "",
+        user: str = "",
+    ) -> Any:
+        """Add an event no job owns (mode, pause, drain, a pushed workflow) to the stream,
+        through `target`: the client, or a pipeline whose MULTI it joins."""
+        event = {"type": kind.value, "job": "", "user": user, "state": state,
+                 "data": orjson.dumps(data)}  # fmt: skip
+        return target.xadd(
             self.key("events"), event, maxlen=self.settings.events_maxlen, approximate=True
         )
 
@@ -847,18 +856,14 @@ class JobStore:
     async def set_paused(self, paused: bool) -> None:
         """Pause (nothing is leased, submits still queue) or resume, for every replica; the
         `queue` event goes out in the same MULTI and wakes every long-polling worker."""
-        data = orjson.dumps({"paused": paused})
-        event = {
-            "type": EventType.QUEUE.value, "job": "", "user": "",
-            "state": "paused" if paused else "resumed", "data": data,
-        }
         async with self.redis.pipeline(transaction=True) as pipe:
             if paused:
                 pipe.set(self.key("paused"), "1")
             else:
                 pipe.delete(self.key("paused"))
-            pipe.xadd(
-                self.key("events"), event, maxlen=self.settings.events_maxlen, approximate=True
+            self._emit(
+                pipe, EventType.QUEUE, {"paused": paused},
+                state="paused" if paused else "resumed",
             )
             await pipe.execute()
 
