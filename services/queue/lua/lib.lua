@@ -156,8 +156,9 @@ local function finish(job_id, uid, old_state, new_state, retention_s, history, .
   set_state(job_id, old_state, new_state, 'finished_at', now_ms(), ...)
   if new_state ~= 'cancelled' then  -- throughput: done/failed per minute
     local tput = k('tput', math.floor(now_ms() / STATS_BUCKET_MS))
-    redis.call('HINCRBY', tput, new_state == 'succeeded' and 'done' or 'failed', 1)
-    redis.call('EXPIRE', tput, STATS_KEEP_S)
+    if redis.call('HINCRBY', tput, new_state == 'succeeded' and 'done' or 'failed', 1) == 1 then
+      redis.call('EXPIRE', tput, STATS_KEEP_S)  -- the minute's first done (or first failed)
+    end
   end
   redis.call('EXPIRE', job, retention_s)
   redis.call('EXPIRE', k('wf', job_id), retention_s)
