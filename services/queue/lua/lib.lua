@@ -521,6 +521,11 @@ end
 local function lease_next(worker, lease_id, lease_ms, running_limit, default_mode, maxlen,
                           prefetch, idle_ms)
   local now = now_ms()
+  -- A worker that released (left) gets nothing: a long-poll still waiting for it on some
+  -- replica must not lease a job to a worker that is gone, nor mark it alive again.
+  if redis.call('HGET', k('worker', worker), 'state') == 'released' then
+    return {{}, 'released'}
+  end
   if redis.call('SISMEMBER', k('draining'), worker) == 1 then
     redis.call('ZADD', k('workers'), now, worker)
     redis.call('ZREM', k('idle'), worker)
