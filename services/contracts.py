@@ -128,8 +128,6 @@ MAX_DAILY_LIMIT = 100_000
 #: The statistics' window and resolution: per minute over the last hour.
 STATS_WINDOW_S = 3600
 STATS_BUCKET_S = 60
-#: Queue waits kept per minute for the wait-time percentiles (the newest ones).
-STATS_WAITS_PER_MINUTE = 1000
 
 
 #: The ComfyUI WebSocket message types a worker relays for a job, in ComfyUI's own shapes.

@@ -44,6 +44,11 @@ ADMIN_ENDPOINTS = [
     ("POST", "/api/admin/users/bob/disable", None),
     ("POST", "/api/admin/users/bob/enable", None),
     ("PUT", "/api/admin/users/bob/limits", {"running": 1, "daily": 5}),
+    ("POST", "/api/admin/push-workflow", {"workflow": {"nodes": [], "links": []}}),
+    ("POST", "/api/admin/credentials-sheet", {"reset": True}),
+    ("GET", "/api/admin/stats", None),  # services/queue/api/stats.py
+    ("GET", "/api/admin/cost", None),
+    ("GET", "/api/admin/eta", None),
 ]
 WORKER_ENDPOINTS = [
     ("POST", "/api/worker/register", {}),

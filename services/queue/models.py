@@ -341,6 +341,35 @@ class CreatedUser(BaseModel):
     password: str = Field(description="shown once; the queue keeps only its hash")
 
 
+class PushWorkflow(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    workflow: dict[str, Any] = Field(
+        description="a workflow as ComfyUI saves it (UI format: nodes and links) or in the "
+        "API format (node id -> class_type and inputs)"
+    )
+    user: str | None = Field(default=None, max_length=64, description="null: every participant")
+
+
+class PushedTo(BaseModel):
+    sent_to: str = Field(description="the participant, or * for every one")
+
+
+class CredentialsSheetRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    users: list[str] | None = Field(
+        default=None, max_length=1000, description="null: every participant"
+    )
+    reset: bool = Field(
+        default=False, description="give every listed user without a passed password a new one"
+    )
+    passwords: dict[str, str] | None = Field(
+        default=None, max_length=1000,
+        description="the passwords the organizer holds (user -> password); each is checked",
+    )
+
+
 class PasswordOut(BaseModel):
     id: str
     password: str = Field(description="shown once; the queue keeps only its hash")
@@ -386,3 +415,50 @@ class Pool(BaseModel):
 
 class Deleted(BaseModel):
     deleted: int
+
+
+# -- the cockpit's numbers (GET /api/admin/stats, /cost, /eta) ---------------------------------
+class ThroughputPoint(BaseModel):
+    t: int = Field(description="the minute's start, Unix ms")
+    done: int = Field(description="jobs that succeeded in that minute")
+    failed: int = Field(description="jobs that failed in that minute")
+
+
+class WaitPoint(BaseModel):
+    t: int = Field(description="the minute's start, Unix ms")
+    p50: float | None = Field(description="median queue wait (s) of the jobs first leased then")
+    max: float | None = Field(description="longest queue wait (s) of those jobs")
+
+
+class JobsUsage(BaseModel):
+    jobs: int = Field(description="jobs submitted in all")
+    gpu_s: float = Field(description="GPU seconds of their ended jobs, as workers measured")
+
+
+class Stats(BaseModel):
+    window_s: int
+    throughput: list[ThroughputPoint] = Field(description="per minute, oldest first")
+    wait_s: list[WaitPoint] = Field(description="per minute, oldest first")
+    usage: dict[str, JobsUsage] = Field(description="per user, since the queue's start")
+
+
+class WorkerCost(BaseModel):
+    id: str
+    hourly_eur: float | None = Field(description="its price, as it registered (None: unknown)")
+    connected_s: float = Field(description="connected today (UTC): registration to last "
+                               "heartbeat, or to now while alive, summed over registrations")
+    eur: float
+
+
+class Cost(BaseModel):
+    total_eur: float = Field(description="the day's cost so far (UTC day)")
+    per_hour_eur: float = Field(description="what the workers alive now cost per hour")
+    workers: list[WorkerCost]
+
+
+class Eta(BaseModel):
+    backlog: int = Field(description="queued jobs")
+    job_s: float | None = Field(description="median GPU seconds of recent jobs (None: none yet)")
+    workers: int = Field(description="workers that may lease: alive, not draining")
+    clears_in_s: float | None = Field(description="an estimate; None without workers or job_s")
+    clears_in_s_with_one_more: float | None

@@ -5,19 +5,29 @@ pushed workflows. Admin only, like every /api/admin route; the one error shape."
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable
+from typing import TypeVar
 
-from fastapi import APIRouter, HTTPException, status
+import orjson
+from fastapi import APIRouter, HTTPException, Request, status
+from fastapi.responses import HTMLResponse
 from pydantic import BaseModel
 
+from services.contracts import EVERYONE, PUSH_WORKFLOW_MAX_BYTES, Role
 from services.queue.api.admin import user_out
 from services.queue.api.deps import Ctx
 from services.queue.auth import Admin, generate_password, hash_password
+from services.queue.credentials_sheet import render_sheet
+from services.queue.graph import GraphError, validate_canvas_workflow
 from services.queue.models import (
     CreatedUser,
+    CredentialsSheetRequest,
     Job,
     NewPassword,
     NewUser,
     PasswordOut,
+    PushedTo,
+    PushWorkflow,
     UserLimits,
     UserOut,
     WorkerInfo,
@@ -137,3 +147,86 @@ async def set_limits(uid: str, body: UserLimits, _: Admin, ctx: Ctx) -> UserOut:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"unknown user {uid!r}")
     await ctx.store.set_limits(uid, body.running, body.daily)
     return await user_out(ctx, uid)
+
+
+# -- the room at once ---------------------------------------------------------------------
+@router.post("/push-workflow", response_model=PushedTo, status_code=status.HTTP_202_ACCEPTED)
+async def push_workflow(body: PushWorkflow, _: Admin, ctx: Ctx) -> PushedTo:
+    """Open a workflow on every participant's canvas (or one's): an exercise starts for the
+    whole room at once. Accepted, not confirmed: a participant without ComfyUI open misses it."""
+    if len(orjson.dumps(body.workflow)) > PUSH_WORKFLOW_MAX_BYTES:
+        raise HTTPException(
+            status.HTTP_413_CONTENT_TOO_LARGE,
+            f"the workflow is larger than {PUSH_WORKFLOW_MAX_BYTES} bytes",
+        )
+    try:
+        validate_canvas_workflow(body.workflow)
+    except GraphError as exc:
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, f"not a ComfyUI workflow: {exc}") from exc
+    if body.user is not None and await ctx.auth.user_record(body.user) is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"unknown user {body.user!r}")
+    sent_to = body.user or EVERYONE
+    await ctx.store.push_workflow(sent_to, body.workflow)
+    return PushedTo(sent_to=sent_to)
+
+
+_T = TypeVar("_T")
+
+
+async def _bounded(limit: int, calls: list[Awaitable[_T]]) -> list[_T]:
+    """Await password hashes a few at a time (a coroutine starts only when awaited): each
+    takes a core for tens of milliseconds, and logins must not starve while a sheet for 200
+    people is made."""
+    gate = asyncio.Semaphore(limit)
+
+    async def one(call: Awaitable[_T]) -> _T:
+        async with gate:
+            return await call
+
+    return list(await asyncio.gather(*(one(c) for c in calls)))
+
+
+@router.post(
+    "/credentials-sheet",
+    response_class=HTMLResponse,
+    responses={200: {"content": {"text/html": {}}, "description": "the printable sheet"}},
+)
+async def credentials_sheet(
+    body: CredentialsSheetRequest, request: Request, _: Admin, ctx: Ctx
+) -> HTMLResponse:
+    """A printable page, one card per participant: their ComfyUI's address, user and password.
+    The queue keeps only hashes, so each password is one passed (and checked) or, with
+    `reset`, a new one (that user's password changes). Nothing changes unless all is well."""
+    roles = await ctx.auth.list_users()
+    users = (
+        list(dict.fromkeys(body.users))
+        if body.users is not None
+        else sorted(u for u, r in roles.items() if r == Role.PARTICIPANT)
+    )
+    if unknown := [u for u in users if u not in roles]:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"unknown users: {_names(unknown)}")
+    given = {u: p for u, p in (body.passwords or {}).items() if u in users}
+    missing = [u for u in users if u not in given]
+    if missing and not body.reset:
+        raise HTTPException(
+            status.HTTP_400_BAD_REQUEST,
+            "the queue keeps only password hashes: pass passwords or reset "
+            f"(no password for {_names(missing)})",
+        )
+    limit = ctx.settings.login_concurrency
+    checked = await _bounded(limit, [ctx.auth.password_matches(u, p) for u, p in given.items()])
+    if wrong := [u for u, ok in zip(given, checked, strict=True) if not ok]:
+        raise HTTPException(
+            status.HTTP_400_BAD_REQUEST,
+            f"not the current password of {_names(wrong)}: pass the current ones or reset",
+        )
+    new = {u: generate_password() for u in missing}
+    await _bounded(limit, [ctx.auth.reset_password(u, p) for u, p in new.items()])
+    public_url = ctx.settings.public_url or str(request.base_url)
+    sheet = render_sheet(public_url, {u: given.get(u) or new[u] for u in users})
+    return HTMLResponse(sheet, headers={"Cache-Control": "no-store"})
+
+
+def _names(users: list[str], shown: int = 10) -> str:
+    more = f" and {len(users) - shown} more" if len(users) > shown else ""
+    return ", ".join(users[:shown]) + more

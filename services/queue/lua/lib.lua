@@ -31,6 +31,12 @@ local P = ARGV[1]
 local function args() return unpack(ARGV, 2) end
 local LEVELS = {2, 1, 0}
 local ADMIN_INDEX_SIZE = 10000  -- newest jobs listed in the admin's index
+-- The cockpit's statistics (services/queue/stats.py reads them): per-minute buckets, kept
+-- twice the hour shown. STATS_BUCKET_MS is services/contracts.py's STATS_BUCKET_S (a test checks).
+local STATS_BUCKET_MS = 60000
+local STATS_KEEP_S = 7200
+local WAITS_PER_MINUTE = 1000  -- the newest queue waits kept per minute (p50, max)
+local RECENT_GPU = 50          -- GPU times of the newest finished jobs kept (the ETA's median)
 
 -- A key: `k('job', id)` is P .. 'job:' .. id. Plain concatenation; no table per key.
 local function k(a, b, c)
@@ -148,6 +154,12 @@ end
 local function finish(job_id, uid, old_state, new_state, retention_s, history, ...)
   local job = k('job', job_id)
   set_state(job_id, old_state, new_state, 'finished_at', now_ms(), ...)
+  if new_state ~= 'cancelled' then  -- throughput: done/failed per minute
+    local tput = k('tput', math.floor(now_ms() / STATS_BUCKET_MS))
+    if redis.call('HINCRBY', tput, new_state == 'succeeded' and 'done' or 'failed', 1) == 1 then
+      redis.call('EXPIRE', tput, STATS_KEEP_S)  -- the minute's first done (or first failed)
+    end
+  end
   redis.call('EXPIRE', job, retention_s)
   redis.call('EXPIRE', k('wf', job_id), retention_s)
   redis.call('EXPIRE', k('xd', job_id), retention_s)
@@ -379,6 +391,12 @@ local function claim(worker, lease_id, lease_ms, running_limit, default_mode, ma
 
   local job = k('job', job_id)
   redis.call('HINCRBY', job, 'attempt', 1)
+  if redis.call('HSETNX', job, 'first_leased_at', now) == 1 then  -- its queue wait, once
+    local waits = k('waits', math.floor(now / STATS_BUCKET_MS))
+    local n = redis.call('RPUSH', waits, now - tonumber(redis.call('HGET', job, 'queued_at')))
+    if n == 1 then redis.call('EXPIRE', waits, STATS_KEEP_S) end
+    if n > WAITS_PER_MINUTE then redis.call('LTRIM', waits, -WAITS_PER_MINUTE, -1) end
+  end
   set_state(job_id, 'queued', 'leased', 'worker', worker, 'lease', lease_id, 'leased_at', now,
     'lease_expires', now + lease_ms)
   redis.call('ZADD', k('leases'), now + lease_ms, job_id)
@@ -397,8 +415,14 @@ end
 --   rlimit, dlimit    hash   uid -> an admin's override of the running limit; daily submits
 --   daily:<uid>:<day> string jobs uid submitted on UTC day <day> (days since the epoch)
 --   ujobcount, ugpums hash   uid -> jobs submitted, GPU milliseconds used (usage)
---   tput:<minute>     hash   jobs that ended in that minute: done, failed (2 h)
---   waits:<minute>    list   queue waits (ms) of the jobs first leased in that minute (2 h)
+--   tput:<minute>     hash   jobs that ended in that minute (minutes since the epoch):
+--                            done, failed (cancelled ones are not counted); expires after 2 h
+--   waits:<minute>    list   queue waits (ms, submit to first lease) of the jobs first leased
+--                            in that minute, the newest WAITS_PER_MINUTE; expires after 2 h
+--                            (a job's `first_leased_at` field marks it counted)
+--   recentgpu         list   GPU ms of the newest RECENT_GPU jobs that reported one (ETA)
+--   released          zset   workers that released (left), by when; kept a day, as their
+--                            worker:<id> hash (released_at), for the day's cost
 --   draining          set    workers an admin is draining: they finish what they hold and
 --                            lease nothing new; their lease answers say so ({cancel, 'drain'})
 
@@ -447,6 +471,8 @@ local function record_run(job_id, gpu_ms, comfy_history)
   if gpu_ms ~= '' then
     redis.call('HSET', k('job', job_id), 'gpu_ms', gpu_ms)
     redis.call('HINCRBY', k('ugpums'), redis.call('HGET', k('job', job_id), 'user'), gpu_ms)
+    redis.call('LPUSH', k('recentgpu'), gpu_ms)
+    redis.call('LTRIM', k('recentgpu'), 0, RECENT_GPU - 1)
   end
   if comfy_history ~= '' then redis.call('HSET', k('job', job_id), 'comfy_history', comfy_history) end
 end
@@ -495,6 +521,11 @@ end
 local function lease_next(worker, lease_id, lease_ms, running_limit, default_mode, maxlen,
                           prefetch, idle_ms)
   local now = now_ms()
+  -- A worker that released (left) gets nothing: a long-poll still waiting for it on some
+  -- replica must not lease a job to a worker that is gone, nor mark it alive again.
+  if redis.call('HGET', k('worker', worker), 'state') == 'released' then
+    return {{}, 'released'}
+  end
   if redis.call('SISMEMBER', k('draining'), worker) == 1 then
     redis.call('ZADD', k('workers'), now, worker)
     redis.call('ZREM', k('idle'), worker)

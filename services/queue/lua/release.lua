@@ -17,4 +17,7 @@ redis.call('ZREM', k('idle'), worker_id)
 redis.call('SREM', k('draining'), worker_id)  -- it left: a drain ends with it
 redis.call('HSET', k('worker', worker_id), 'state', 'released', 'released_at', now_ms())
 redis.call('EXPIRE', k('worker', worker_id), 86400)
+-- The day's cost still counts it: remembered as long as its hash (older entries go now).
+redis.call('ZADD', k('released'), now_ms(), worker_id)
+redis.call('ZREMRANGEBYSCORE', k('released'), '-inf', now_ms() - 86400000)
 return released
