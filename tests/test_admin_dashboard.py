@@ -437,6 +437,10 @@ async def test_keyboard_sign_in_names_and_phone_width(cockpit: Cockpit) -> None:
         "() => [document.documentElement.scrollWidth, document.documentElement.clientWidth]"
     )
     assert widths[0] <= widths[1], widths
+    ARTIFACTS.mkdir(exist_ok=True)
+    shot = ARTIFACTS / "admin-dashboard-phone.png"
+    await page.screenshot(path=str(shot), full_page=True)
+    print(f"dashboard at phone width: {shot}")
     await page.context.close()
 
 
@@ -467,6 +471,22 @@ async def test_pushed_workflow_lands_on_a_participants_canvas(cockpit: Cockpit) 
                  w => w.value === {json.dumps(marker)}))""",
         timeout=UI_TIMEOUT_MS,
     )
+    # Pasted JSON, to every participant: it reaches the same canvas.
+    pasted = "pasted for the whole room"
+    await page.set_input_files("#push-file", files=[])
+    await page.fill("#push-text", json.dumps(graph(steps=3, text=pasted)))
+    await page.select_option("#push-user", "")
+    await page.get_by_role("button", name="Push workflow").click()
+    await page.wait_for_function(
+        "() => document.querySelector('#action-msg').textContent"
+        " === 'Pushed the pasted workflow to every participant.'",
+        timeout=UI_TIMEOUT_MS,
+    )
+    await canvas.wait_for_function(
+        f"""() => app.graph.nodes.some(n => (n.widgets || []).some(
+                 w => w.value === {json.dumps(pasted)}))""",
+        timeout=UI_TIMEOUT_MS,
+    )
     await canvas.context.close()
     await page.context.close()
 
@@ -484,13 +504,19 @@ async def test_screenshot_under_load(cockpit: Cockpit) -> None:
                  && document.querySelectorAll('#jobs tr[data-state="queued"]').length >= 30
                  && document.querySelectorAll('#by-user tbody tr').length >= 10
                  && Array.from(document.querySelectorAll('#jobs tr[data-state="running"] progress'))
-                      .every(p => p.value > 0)""",
+                      .every(p => p.value > 0)
+                 && document.querySelector('#cost-total').textContent.startsWith('€')
+                 && document.querySelector('#cost-hour').textContent === '€1.80'
+                 && /[0-9]/.test(document.querySelector('#eta-now').textContent)
+                 && /[0-9]/.test(document.querySelector('#eta-plus').textContent)
+                 && Number(document.querySelector('#chart-done').dataset.done) > 0""",
             timeout=20_000,
         )
         ARTIFACTS.mkdir(exist_ok=True)
         shot = ARTIFACTS / "admin-dashboard.png"
         await page.screenshot(path=str(shot), full_page=True)
         assert shot.stat().st_size > 20_000
+        print(f"dashboard under load: {shot}")
     finally:
         await cockpit.cancel_everything()
         for c in clients.values():

@@ -50,10 +50,19 @@ export function waitChart(svg, points) {
       .filter(Boolean);
     return el("polyline", { points: pts.join(" "), class: cls, fill: "none" });
   };
+  // A minute alone draws no line: each point also gets a dot.
+  const dots = [];
+  points.forEach((p, i) => {
+    for (const [key, cls] of [["max", "dot-max"], ["p50", "dot-p50"]]) {
+      if (typeof p[key] !== "number") continue;
+      dots.push(el("circle", { cx: ((i + 0.5) * bw).toFixed(1),
+        cy: (H - BOTTOM - (p[key] / top) * CHART_H).toFixed(1), r: 1.6, class: cls }));
+    }
+  });
   const medians = points.map((p) => p.p50).filter((v) => typeof v === "number");
   const last = medians.length ? medians[medians.length - 1] : null;
   svg.replaceChildren(el("text", { x: 2, y: 9, class: "label" }, `top ${top.toFixed(0)} s`),
-    line("max", "line-max"), line("p50", "line-p50"), ...axis(n));
+    line("max", "line-max"), line("p50", "line-p50"), ...dots, ...axis(n));
   svg.setAttribute("aria-label", last === null ? "No job was leased in the last hour."
     : `Queue wait: latest median ${last.toFixed(1)} s; longest in the hour ${top.toFixed(0)} s.`);
 }
