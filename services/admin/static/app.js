@@ -167,7 +167,9 @@ function onEvent(e) {
   else if (e.state && LIVE.concat(FINAL).includes(e.state)) job.state = e.state;
   if (e.type === "leased") job.leased_at = at;
   if (e.type === "running" && !job.started_at) job.started_at = at;
-  if (FINAL.includes(e.type)) { job.finished_at = at; slow.soon(1000); }
+  if (FINAL.includes(e.type)) job.finished_at = at;
+  // The backlog's ETA, usage and the charts move with submits and ends (coalesced: ~1/s).
+  if (e.type === "queued" || FINAL.includes(e.type)) slow.soon(1000);
   renderSoon();
   if (STATE_EVENTS.has(e.type)) core.soon(300);
 }
