@@ -2,10 +2,14 @@
 the gateway, and three real workers (services/worker) on ComfyUI doubles.
 
 It refuses to load data without admin credentials (and with a participant's); a participant's
-job shows up live, its progress bar moves and it completes; cancel and the mode switch act on
-the queue; a pushed workflow lands on a participant's canvas in a second page; every control
-has an accessible name and a phone-width page does not scroll sideways; a screenshot of the
-dashboard under load (40 jobs from 10 participants) is saved under tests/artifacts/."""
+job shows up live within 1 s, its progress bar moves and it completes, and the workers panel
+shows the heartbeat's health line (issue 9); cancel, bump, pause/resume, drain/undrain and the
+mode switch act on the queue; participants are added, reset, disabled and limited from the page;
+the credentials sheet opens in a new tab; a pushed workflow (file or pasted, to one or all) lands
+on a participant's canvas in a second page; every control has an accessible name and a
+phone-width page does not scroll sideways; screenshots of the dashboard under load (40 jobs from
+10 participants, cost, ETA and charts filled in) and at phone width are saved under
+tests/artifacts/ (the paths are printed; run with -s to see them)."""
 
 from __future__ import annotations
 
