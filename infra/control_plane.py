@@ -261,6 +261,7 @@ class ControlPlane(pulumi.ComponentResource):
                     f"QUEUE_USERS={v[2]}",
                     f"QUEUE_WORKER_TOKENS={v[3]}",
                     f"QUEUE_MODE={args.queue_mode}",
+                    f"QUEUE_PUBLIC_URL=https://{args.domain}",
                 ]
             )
         )

@@ -103,6 +103,31 @@ class EventType(StrEnum):
     #: Internal, never delivered to subscribers: a user's sessions changed (deleted, role or
     #: password changed, disabled); every replica drops what it cached about them.
     SESSION = "session"
+    #: The queue was paused or resumed by an admin (state `paused`/`resumed`, data
+    #: {"paused": bool}); wakes every long-polling worker on resume.
+    QUEUE = "queue"
+    #: An admin put a queued job at the front of the queue (state `queued`).
+    BUMPED = "bumped"
+    #: An admin drained a worker or took it back (state `draining`/`undrained`, data
+    #: {"worker": id, "draining": bool}); wakes every long-polling worker.
+    WORKER = "worker"
+    #: An admin set a user's limits (data {"user", "running", "daily"}); wakes every
+    #: long-polling worker (a raised running limit may make jobs claimable).
+    LIMITS = "limits"
+    #: An admin pushed a workflow to participants' canvases: `user` is one participant or
+    #: `*` (EVERYONE), data {"workflow": {...}}; the gateway sends it as workshop.push_workflow.
+    PUSH_WORKFLOW = "push_workflow"
+
+
+# -- the cockpit's limits -----------------------------------------------------------------------
+#: Largest workflow an admin may push to canvases (its JSON text): it travels in one event.
+PUSH_WORKFLOW_MAX_BYTES = 1024 * 1024
+#: Bounds of an admin's per-user limits (running jobs at once; jobs submitted per UTC day).
+MAX_RUNNING_LIMIT = 100
+MAX_DAILY_LIMIT = 100_000
+#: The statistics' window and resolution: per minute over the last hour.
+STATS_WINDOW_S = 3600
+STATS_BUCKET_S = 60
 
 
 #: The ComfyUI WebSocket message types a worker relays for a job, in ComfyUI's own shapes.

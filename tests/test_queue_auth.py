@@ -33,6 +33,22 @@ ADMIN_ENDPOINTS = [
     ("POST", "/api/admin/worker-tokens", {"name": "gpu9"}),
     ("DELETE", "/api/admin/worker-tokens/w1", None),
     ("GET", "/api/metrics", None),
+    # The cockpit's routes (services/queue/api/cockpit.py).
+    ("POST", "/api/admin/queue/pause", None),
+    ("POST", "/api/admin/queue/resume", None),
+    ("POST", "/api/admin/jobs/0123/bump", None),
+    ("POST", "/api/admin/workers/{worker_id}/drain", None),
+    ("POST", "/api/admin/workers/{worker_id}/undrain", None),
+    ("POST", "/api/admin/users", {"id": "user021"}),
+    ("POST", "/api/admin/users/bob/reset-password", {}),
+    ("POST", "/api/admin/users/bob/disable", None),
+    ("POST", "/api/admin/users/bob/enable", None),
+    ("PUT", "/api/admin/users/bob/limits", {"running": 1, "daily": 5}),
+    ("POST", "/api/admin/push-workflow", {"workflow": {"nodes": [], "links": []}}),
+    ("POST", "/api/admin/credentials-sheet", {"reset": True}),
+    ("GET", "/api/admin/stats", None),  # services/queue/api/stats.py
+    ("GET", "/api/admin/cost", None),
+    ("GET", "/api/admin/eta", None),
 ]
 WORKER_ENDPOINTS = [
     ("POST", "/api/worker/register", {}),
@@ -148,7 +164,10 @@ async def test_worker_tokens_reach_only_the_worker_api(queue: QueueHarness) -> N
 async def test_admin_manages_users_and_worker_tokens(queue: QueueHarness) -> None:
     admin = await queue.client("admin")
     r = await admin.put("/api/admin/users/dave", json={"password": "dave-password"})
-    assert r.status_code == 200 and r.json() == {"id": "dave", "role": Role.PARTICIPANT}
+    assert r.status_code == 200
+    assert {k: r.json()[k] for k in ("id", "role", "disabled")} == {
+        "id": "dave", "role": Role.PARTICIPANT, "disabled": False
+    }
     async with httpx.AsyncClient(base_url=queue.base_url) as http:
         r = await http.post("/api/auth/token",
                             json={"username": "dave", "password": "dave-password"})

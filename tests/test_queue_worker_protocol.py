@@ -10,6 +10,8 @@ import hashlib
 import json
 from typing import Any
 
+import httpx
+import pytest
 import redis.asyncio as aioredis
 
 from services.contracts import EventType, JobState
@@ -370,11 +372,12 @@ async def test_a_waiting_heartbeat_answers_at_once_when_a_held_job_is_cancelled(
     first = await worker.lease()
     listed = [{"job_id": running["id"], "lease_id": first["lease_id"]}]
 
-    async def heartbeat(wait_s: float) -> dict[str, Any]:
+    async def heartbeat(wait_s: float, cancelling: list[str] | None = None) -> dict[str, Any]:
         r = await worker.http.post(
             "/api/worker/heartbeat",
-            json={"worker_id": "w0", "leases": listed, "wait_s": wait_s},
-        )
+            json={"worker_id": "w0", "leases": listed, "wait_s": wait_s,
+                  "cancelling": cancelling or []},
+        )  # fmt: skip
         assert r.status_code == 200, r.text
         return r.json()  # type: ignore[no-any-return]
 
@@ -388,5 +391,43 @@ async def test_a_waiting_heartbeat_answers_at_once_when_a_held_job_is_cancelled(
     assert r.status_code == 200, r.text
     async with asyncio.timeout(5):  # well under the heartbeat's 30 s
         assert await waiting == {"cancel": [prefetched["id"]], "lost": []}
+    # A cancel the worker already acts on is not news; the next one is.
+    assert await heartbeat(0.2, [prefetched["id"]]) == {"cancel": [prefetched["id"]], "lost": []}
+    waiting = asyncio.create_task(heartbeat(30, [prefetched["id"]]))
+    await asyncio.sleep(0)
+    assert not waiting.done()
+    assert (await alice.post(f"/api/jobs/{running['id']}/cancel")).status_code == 200
+    async with asyncio.timeout(5):
+        answer = await waiting
+    assert sorted(answer["cancel"]) == sorted([running["id"], prefetched["id"]])
     for c in (alice, worker):
         await c.aclose()
+
+
+async def test_a_released_worker_is_leased_nothing_and_stays_gone(redis_url: str) -> None:
+    """A worker that stops drops its waiting long-poll and releases: the handler still waiting
+    for it must not lease it the next job, and a late heartbeat must not bring it back."""
+    async with start_queue(queue_settings(redis_url)) as queue:
+        alice, admin = await queue.client("alice"), await queue.client("admin")
+        gone = await WorkerClient.register(queue, "w0")
+        async with asyncio.timeout(15):
+            stale = asyncio.create_task(gone.lease(wait_s=3))
+            await _until_idle_marked(redis_url, "w0")  # its poll waits in the handler
+            r = await gone.http.post("/api/worker/release", json={"worker_id": "w0"})
+            assert r.status_code == 200, r.text
+            other = await WorkerClient.register(queue, "w1")
+            fresh = asyncio.create_task(other.lease(wait_s=8))
+            await _until_idle_marked(redis_url, "w1")
+            job = (await alice.post("/api/jobs", json={"workflow": WORKFLOW})).json()
+            assert (await fresh)["job"]["id"] == job["id"]
+            with pytest.raises(httpx.HTTPStatusError) as refused:
+                await stale  # the poll it dropped: had its client stayed, "not registered"
+            assert refused.value.response.status_code == 403
+            r = await gone.http.post(
+                "/api/worker/heartbeat", json={"worker_id": "w0", "leases": []}
+            )
+            assert r.status_code == 200
+        listed = [w["id"] for w in (await admin.get("/api/admin/workers")).json()]
+        assert listed == ["w1"]
+        for c in (alice, admin, gone, other):
+            await c.aclose()

@@ -3,6 +3,7 @@ another while a GPU idles, and a model one worker lacks sends the job to the oth
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -106,6 +107,10 @@ async def test_a_model_missing_on_one_worker_sends_the_job_to_the_other(
             # A model no live worker has: both decline, it fails with ComfyUI's own error.
             nowhere = await submit(alice, txt2img("nowhere.safetensors"))
             failed = await seen.final(nowhere)
+            for worker in (lacking, capable):  # a run ends just after its last report
+                async with asyncio.timeout(10):
+                    while worker._tasks:
+                        await asyncio.wait(list(worker._tasks.values()))
             assert lacking.runs == {} and capable.runs == {}
     assert failed["state"] == JobState.FAILED
     error = failed["error"]

@@ -58,7 +58,6 @@ BROADCAST_WITHOUT_CLIENT = {"progress_state", "progress", "preview", "execution_
 TERMINAL = {"execution_success", "execution_error", "execution_interrupted"}
 #: Events of a job that keep ComfyUI's order behind the job open before it on its worker.
 _IN_ORDER = {EventType.COMFY, EventType.SUCCEEDED, EventType.FAILED, EventType.CANCELLED}
-PUSH_WORKFLOW = "push_workflow"
 PUSH_MESSAGE = "workshop.push_workflow"
 #: A subscription resumes where it left off (`?since=`) if it closed this recently.
 _RESUME_S = 60.0
@@ -285,7 +284,7 @@ class SpaceHub:
                 self.jobs[job_id].state = JobState.RUNNING
         elif kind in (EventType.SUCCEEDED, EventType.FAILED, EventType.CANCELLED):
             await self._ended(job_id, kind)
-        elif kind == PUSH_WORKFLOW:
+        elif kind == EventType.PUSH_WORKFLOW:
             workflow = (event.get("data") or {}).get("workflow")
             await self._broadcast({"type": PUSH_MESSAGE, "data": {"workflow": workflow}})
 

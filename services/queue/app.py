@@ -16,7 +16,7 @@ from redis.exceptions import RedisError
 from starlette.types import Receive, Scope, Send
 
 from services.admin import mount_dashboard
-from services.queue.api import admin, catalog, jobs, ops, pool, workers
+from services.queue.api import admin, catalog, cockpit, jobs, ops, pool, stats, workers
 from services.queue.api.errors import INTERNAL, STORAGE_DOWN, validation_error
 from services.queue.api.hotpath import HotPath, HotRoute
 from services.queue.auth import Authenticator, LastAdmin, require_person, require_worker
@@ -149,7 +149,7 @@ def create_app(settings: QueueSettings | None = None) -> FastAPI:
         log.error("redis error", error=str(exc))
         return JSONResponse({"detail": STORAGE_DOWN}, status_code=503)
 
-    for module in (ops, jobs, pool, workers, catalog, admin):
+    for module in (ops, jobs, pool, workers, catalog, admin, cockpit, stats):
         app.include_router(module.router)
     mount_dashboard(app)
     return app

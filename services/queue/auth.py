@@ -12,6 +12,7 @@ import asyncio
 import base64
 import binascii
 import hashlib
+import hmac
 import secrets
 import time
 from dataclasses import dataclass
@@ -69,6 +70,19 @@ class Principal:
         return ROLE_LEVEL[self.role] if self.role else 0
 
 
+#: Characters of generated passwords: no look-alikes (0/O, 1/l/I) and no '-' or '_'.
+_READABLE = frozenset("abcdefghijkmnopqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789")
+
+
+def generate_password() -> str:
+    """A password to read off a printed card: three groups of four characters (about 70
+    bits), drawn from `secrets.token_urlsafe` without look-alike characters."""
+    chars: list[str] = []
+    while len(chars) < 12:
+        chars.extend(c for c in secrets.token_urlsafe(16) if c in _READABLE)
+    return "-".join("".join(chars[i : i + 4]) for i in (0, 4, 8))
+
+
 def hash_password(password: str) -> str:
     return _hasher.hash(password)
 
@@ -106,6 +120,8 @@ class Authenticator:
         self._users_key = settings.key_prefix + "users"
         self._disabled_key = settings.key_prefix + "users:disabled"
         self._ver_key = settings.key_prefix + "users:ver"
+        #: uid -> fingerprint of the configured declaration last applied (see `seed`).
+        self._seeded_key = settings.key_prefix + "users:seeded"
         self._events_key = settings.key_prefix + "events"
         # uid -> (record or None, backstop expiry); `_epoch` counts invalidations.
         self._session_cache: dict[str, tuple[UserRecord | None, float]] = {}
@@ -119,22 +135,38 @@ class Authenticator:
 
     # -- setup --------------------------------------------------------------------------
     async def seed(self) -> None:
-        """Install the users and worker tokens declared in configuration."""
+        """Install the users and worker tokens declared in configuration. A declared user is
+        written only when their declaration is new or changed since it was last applied: a
+        password an admin reset, or a user an admin deleted, stays so when the queue restarts."""
         admin = self.settings.admin_password.get_secret_value()
-        if not await self._password_matches("admin", admin):
-            await self.set_user("admin", await asyncio.to_thread(hash_password, admin), Role.ADMIN)
+        await self._declare("admin", Role.ADMIN, plain=admin)
         for uid, seed in self.settings.users.items():
-            if seed.password_hash is not None:
-                await self.set_user(uid, seed.password_hash, seed.role)
-            elif seed.password is not None:
-                plain = seed.password.get_secret_value()
-                if not await self._password_matches(uid, plain):
-                    hashed = await asyncio.to_thread(hash_password, plain)
-                    await self.set_user(uid, hashed, seed.role)
+            plain = seed.password.get_secret_value() if seed.password is not None else None
+            await self._declare(uid, seed.role, seed.password_hash, plain)
         for name, token in self.settings.worker_tokens.items():
             await self.add_worker_token(name, token.get_secret_value())
 
-    async def _password_matches(self, uid: str, password: str) -> bool:
+    async def _declare(
+        self, uid: str, role: Role, password_hash: str | None = None, plain: str | None = None
+    ) -> None:
+        if password_hash is None and plain is None:
+            return
+        # Keyed by the token secret: the fingerprint of a plain password reveals nothing.
+        declared = f"{role.value}\0{password_hash or ''}\0{plain or ''}".encode()
+        key = self.settings.token_secret.get_secret_value().encode()
+        fingerprint = hmac.new(key, declared, hashlib.sha256).hexdigest()
+        applied = await self.redis.hget(self._seeded_key, uid)
+        if applied is not None and applied.decode() == fingerprint:
+            return
+        if password_hash is None:
+            assert plain is not None
+            password_hash = await asyncio.to_thread(hash_password, plain)
+        await self.set_user(uid, password_hash, role)
+        await self.redis.hset(self._seeded_key, uid, fingerprint)
+
+    async def password_matches(self, uid: str, password: str) -> bool:
+        """Whether `password` is the user's (False for an unknown user); hashing runs in a
+        thread."""
         record = await self.get_user(uid)
         return record is not None and await asyncio.to_thread(
             verify_password, record[0], password
@@ -158,7 +190,7 @@ class Authenticator:
 
     async def set_user(self, uid: str, password_hash: str, role: Role) -> None:
         """Create a user, or replace their password hash and role. Sessions end when either
-        changes (not when both stay: the seed rewrites its users at every start).
+        changes (not when both stay).
         Raises LastAdmin if this would demote the only admin left."""
 
         async def change(pipe: Pipeline) -> None:
@@ -176,6 +208,11 @@ class Authenticator:
                 self._bump(pipe, uid)
 
         await self.redis.transaction(change, self._users_key, self._disabled_key)
+
+    async def create_user(self, uid: str, password_hash: str, role: Role) -> bool:
+        """Create a user who does not exist yet; False (nothing changed) if one does. The
+        session version is kept: tokens of an earlier user of that name stay dead."""
+        return bool(await self.redis.hsetnx(self._users_key, uid, f"{role.value} {password_hash}"))
 
     async def reset_password(self, uid: str, password: str) -> bool:
         """Give an existing user a new password (their sessions end); False if unknown.

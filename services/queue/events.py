@@ -30,13 +30,20 @@ log = structlog.get_logger(__name__)
 _BLOCK_MS = 2000
 #: Events after which every long-polling worker looks again: a mode change; a job declined by
 #: one worker (the one woken first may be the decliner, who will not take it); a cancel (the
-#: worker holding the job is answered at once, with the job in its `cancel` list).
+#: worker holding the job is answered at once, with the job in its `cancel` list); the queue
+#: paused or resumed (every waiter may lease again); a worker drained (it hears so at once).
 _WAKE_ALL = frozenset(
-    {EventType.MODE.encode(), EventType.DECLINED.encode(), EventType.CANCEL_REQUESTED.encode()}
+    {
+        EventType.MODE.encode(), EventType.DECLINED.encode(),
+        EventType.CANCEL_REQUESTED.encode(), EventType.QUEUE.encode(),
+        EventType.WORKER.encode(), EventType.LIMITS.encode(),
+    }
 )
 
 _SESSION = EventType.SESSION.encode()
 _CANCEL_REQUESTED = EventType.CANCEL_REQUESTED.encode()
+#: Events that end a heartbeat's long-poll: a cancel, a worker drained or taken back.
+_HEARTBEAT_NEWS = frozenset({_CANCEL_REQUESTED, EventType.WORKER.encode()})
 
 
 @dataclass
@@ -215,7 +222,7 @@ class EventHub:
         # The Lua scripts mark the events after which one more job is claimable.
         if fields.get(b"type") in _WAKE_ALL:
             self.waiters.wake_all()
-            if fields.get(b"type") == _CANCEL_REQUESTED:
+            if fields.get(b"type") in _HEARTBEAT_NEWS:
                 self._wake_cancel_watchers()
         elif fields.get(b"wake") == b"1":
             self.waiters.wake(1)

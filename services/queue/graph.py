@@ -54,3 +54,25 @@ def validate_workflow(workflow: Any) -> None:
                     f"node {node_id!r} input {name!r} links to node {value[0]!r}, "
                     "which is not in the workflow"
                 )
+
+
+def is_ui_format(workflow: Any) -> bool:
+    """A workflow as the ComfyUI frontend saves it: lists of nodes and links (the frontend
+    extension loads it with loadGraphData; anything else goes through loadApiJson)."""
+    return (
+        isinstance(workflow, dict)
+        and isinstance(workflow.get("nodes"), list)
+        and isinstance(workflow.get("links"), list)
+    )
+
+
+def validate_canvas_workflow(workflow: Any) -> None:
+    """What an admin may push onto participants' canvases: the UI format, or an API-format
+    graph (checked as a submitted one is). Raise GraphError saying why not."""
+    if is_ui_format(workflow):
+        if len(workflow["nodes"]) > MAX_NODES:
+            raise GraphError(f"workflow has more than {MAX_NODES} nodes")
+        return
+    if isinstance(workflow, dict) and ("nodes" in workflow or "links" in workflow):
+        raise GraphError("a UI-format workflow needs both 'nodes' and 'links' as lists")
+    validate_workflow(workflow)

@@ -6,7 +6,15 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from services.contracts import COMFY_JOB_MESSAGES, JOB_ID_PATTERN, JobState, Mode, Role
+from services.contracts import (
+    COMFY_JOB_MESSAGES,
+    JOB_ID_PATTERN,
+    MAX_DAILY_LIMIT,
+    MAX_RUNNING_LIMIT,
+    JobState,
+    Mode,
+    Role,
+)
 
 
 class Job(BaseModel):
@@ -63,6 +71,10 @@ class SubmitRequest(BaseModel):
     user: str | None = Field(default=None, description="admins only: submit for this user")
     client_id: str | None = Field(default=None, max_length=128)
     extra_data: dict[str, Any] | None = None
+    front: bool = Field(
+        default=False,
+        description="admins and instructors only: queue it before every other queued job",
+    )
 
 
 class LeasedJob(BaseModel):
@@ -81,6 +93,11 @@ class LeaseResponse(BaseModel):
     lease: LeasedJob | None = None
     cancel: list[str] = Field(
         default_factory=list, description="jobs this worker holds whose owner cancelled them"
+    )
+    drain: bool | None = Field(
+        default=None,
+        description="true (and only then present) while an admin drains this worker: finish "
+        "the jobs held, lease nothing new",
     )
 
 
@@ -181,14 +198,23 @@ class HeartbeatRequest(WorkerRef):
     status: WorkerStatus | None = None
     wait_s: float = Field(
         default=0, ge=0, le=30,
-        description="if none of these leases is cancelled or lost, answer when one is, or "
-        "after wait_s: a busy worker hears of a cancel at once",
+        description="if no held job is newly cancelled and no listed lease lost, answer when "
+        "a held job is cancelled, or after wait_s: a busy worker hears of a cancel at once",
+    )
+    cancelling: list[str] = Field(
+        default_factory=list, max_length=64,
+        description="jobs whose cancel this worker already acts on: no reason to answer early",
     )
 
 
 class HeartbeatResponse(BaseModel):
     cancel: list[str] = Field(description="jobs to interrupt: their owner cancelled them")
     lost: list[str] = Field(description="jobs whose lease this worker no longer holds")
+    drain: bool | None = Field(
+        default=None,
+        description="true (and only then present) while an admin drains this worker: finish "
+        "the jobs held, lease nothing new",
+    )
 
 
 class ProgressRequest(LeaseRef):
@@ -248,6 +274,9 @@ class WorkerInfo(BaseModel):
     status: dict[str, Any] | None = Field(
         default=None, description="its last heartbeat's status line"
     )
+    draining: bool = Field(
+        default=False, description="drained by an admin: it leases nothing new"
+    )
 
 
 class ModeBody(BaseModel):
@@ -261,9 +290,89 @@ class UserBody(BaseModel):
     role: Role = Role.PARTICIPANT
 
 
+class UserLimits(BaseModel):
+    """An admin's limits for one user; None: the queue's default (running), none (daily)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    running: int | None = Field(
+        default=None, ge=1, le=MAX_RUNNING_LIMIT, description="jobs running at once"
+    )
+    daily: int | None = Field(
+        default=None, ge=0, le=MAX_DAILY_LIMIT, description="jobs submitted per UTC day"
+    )
+
+
+class UserUsage(BaseModel):
+    jobs_today: int = Field(description="jobs submitted today (UTC)")
+    jobs: int = Field(description="jobs submitted in all")
+    gpu_s: float = Field(description="GPU seconds of their ended jobs, as workers measured")
+
+
 class UserOut(BaseModel):
     id: str
     role: Role
+    disabled: bool = False
+    limits: UserLimits | None = None
+    usage: UserUsage | None = None
+
+
+class NewUser(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    id: str = Field(min_length=1, max_length=64)
+    role: Role = Role.PARTICIPANT
+    password: str | None = Field(
+        default=None, min_length=8, max_length=256, description="null: generate one"
+    )
+
+
+class NewPassword(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    password: str | None = Field(
+        default=None, min_length=8, max_length=256, description="null: generate one"
+    )
+
+
+class CreatedUser(BaseModel):
+    id: str
+    role: Role
+    password: str = Field(description="shown once; the queue keeps only its hash")
+
+
+class PushWorkflow(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    workflow: dict[str, Any] = Field(
+        description="a workflow as ComfyUI saves it (UI format: nodes and links) or in the "
+        "API format (node id -> class_type and inputs)"
+    )
+    user: str | None = Field(default=None, max_length=64, description="null: every participant")
+
+
+class PushedTo(BaseModel):
+    sent_to: str = Field(description="the participant, or * for every one")
+
+
+class CredentialsSheetRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    users: list[str] | None = Field(
+        default=None, max_length=1000, description="null: every participant"
+    )
+    reset: bool = Field(
+        default=False, description="give every listed user without a passed password a new one"
+    )
+    passwords: dict[str, str] | None = Field(
+        default=None, max_length=1000,
+        description="the passwords the organizer holds (user -> password); each is checked",
+    )
+
+
+class PasswordOut(BaseModel):
+    id: str
+    password: str = Field(description="shown once; the queue keeps only its hash")
 
 
 class TokenRequest(BaseModel):
@@ -306,3 +415,50 @@ class Pool(BaseModel):
 
 class Deleted(BaseModel):
     deleted: int
+
+
+# -- the cockpit's numbers (GET /api/admin/stats, /cost, /eta) ---------------------------------
+class ThroughputPoint(BaseModel):
+    t: int = Field(description="the minute's start, Unix ms")
+    done: int = Field(description="jobs that succeeded in that minute")
+    failed: int = Field(description="jobs that failed in that minute")
+
+
+class WaitPoint(BaseModel):
+    t: int = Field(description="the minute's start, Unix ms")
+    p50: float | None = Field(description="median queue wait (s) of the jobs first leased then")
+    max: float | None = Field(description="longest queue wait (s) of those jobs")
+
+
+class JobsUsage(BaseModel):
+    jobs: int = Field(description="jobs submitted in all")
+    gpu_s: float = Field(description="GPU seconds of their ended jobs, as workers measured")
+
+
+class Stats(BaseModel):
+    window_s: int
+    throughput: list[ThroughputPoint] = Field(description="per minute, oldest first")
+    wait_s: list[WaitPoint] = Field(description="per minute, oldest first")
+    usage: dict[str, JobsUsage] = Field(description="per user, since the queue's start")
+
+
+class WorkerCost(BaseModel):
+    id: str
+    hourly_eur: float | None = Field(description="its price, as it registered (None: unknown)")
+    connected_s: float = Field(description="connected today (UTC): registration to last "
+                               "heartbeat, or to now while alive, summed over registrations")
+    eur: float
+
+
+class Cost(BaseModel):
+    total_eur: float = Field(description="the day's cost so far (UTC day)")
+    per_hour_eur: float = Field(description="what the workers alive now cost per hour")
+    workers: list[WorkerCost]
+
+
+class Eta(BaseModel):
+    backlog: int = Field(description="queued jobs")
+    job_s: float | None = Field(description="median GPU seconds of recent jobs (None: none yet)")
+    workers: int = Field(description="workers that may lease: alive, not draining")
+    clears_in_s: float | None = Field(description="an estimate; None without workers or job_s")
+    clears_in_s_with_one_more: float | None

@@ -114,7 +114,7 @@ class Scripts:
 
     submit = Script(
         "job_id", "user", "level", "max_queued", "running_limit", "workflow", "meta",
-        "events_maxlen", "extra_data", "default_mode",
+        "events_maxlen", "extra_data", "default_mode", "front",
     )
     claim = Script(
         "worker_id", "lease_id", "lease_ms", "running_limit", "default_mode", "events_maxlen",
@@ -164,6 +164,10 @@ class Scripts:
     reap_declined = Script(
         "lost_after_ms", "running_limit", "retention_s", "history", "events_maxlen"
     )
+    # The cockpit's (services/queue/api/cockpit.py).
+    bump = Script("job_id", "running_limit", "events_maxlen")
+    #: running, daily: a number or '' (none); data: JSON for the `limits` event
+    set_limits = Script("uid", "running", "daily", "running_limit", "events_maxlen", "data")
 
     def __init__(self, redis: Redis, prefix: str) -> None:
         """Prepend the shared helpers to each script, check its argument line against its

@@ -44,6 +44,10 @@ class QueueSettings(BaseSettings):
     users: Annotated[dict[str, UserSeed], NoDecode] = Field(default_factory=dict)
     worker_tokens: Annotated[dict[str, SecretStr], NoDecode] = Field(default_factory=dict)
 
+    #: The address participants open (`https://workshop.example.org`): the credentials sheet
+    #: prints `<public_url>/<user>/`. Unset: the address the admin's request came to.
+    public_url: str | None = Field(default=None, pattern=r"^https?://[^/\s]+$")
+
     mode: Mode = Mode.FAIR
     max_queued_per_user: int = Field(default=20, gt=0)
     max_running_per_user: int = Field(default=2, gt=0)

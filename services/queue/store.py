@@ -17,6 +17,7 @@ import orjson
 from redis.asyncio import Redis
 
 from services.contracts import LIVE_STATES, EventType, JobState, Mode
+from services.queue import stats
 from services.queue.models import Job, JobWithWorkflow, WorkerInfo
 from services.queue.scripts import Scripts
 from services.queue.settings import QueueSettings
@@ -44,12 +45,28 @@ class QueueFull(Exception):
         self.queued = queued
 
 
+class DailyLimit(Exception):
+    """The user submitted their daily limit of jobs; it resets at the next UTC midnight."""
+
+    def __init__(self, submitted: int, limit: int, retry_after_ms: int) -> None:
+        super().__init__(submitted, limit, retry_after_ms)
+        self.submitted, self.limit, self.retry_after_ms = submitted, limit, retry_after_ms
+
+
 class JobIdTaken(Exception):
     """The queue still holds a job with the id the client chose."""
 
 
 class JobLive(Exception):
     """The job is still queued or running: it can be cancelled, not deleted."""
+
+    def __init__(self, state: str) -> None:
+        super().__init__(state)
+        self.state = state
+
+
+class JobNotQueued(Exception):
+    """Only a queued job can be bumped; this one is in `state`."""
 
     def __init__(self, state: str) -> None:
         super().__init__(state)
@@ -69,6 +86,9 @@ class Claim:
     """A lease call's outcome. The workflow stays serialized: it goes to the worker as is."""
 
     cancel: list[str]
+    drain: bool = False
+    #: The worker released (left): it is leased nothing until it registers again.
+    released: bool = False
     job: Job | None = None
     lease_id: str = ""
     workflow_json: bytes = b""
@@ -155,10 +175,12 @@ def job_from_hash(fields: dict[str, str], position: int | None = None) -> Job:
 
 
 def _claim(result: list[Any], lease_id: str) -> Claim:
-    """Parse claim's reply: {cancel} or {cancel, job hash, workflow, extra_data}."""
+    """Parse claim's reply: {cancel}, {cancel, 'drain' | 'released'}, or {cancel, job hash,
+    workflow, extra_data}."""
     cancel = sorted(_text(c) or "" for c in result[0])
-    if len(result) == 1:
-        return Claim(cancel=cancel)
+    if len(result) <= 2:  # nothing leased
+        why = _text(result[1]) if len(result) == 2 else None
+        return Claim(cancel=cancel, drain=why == "drain", released=why == "released")
     return Claim(
         cancel=cancel,
         job=job_from_hash(_decode_hash(result[1])),
@@ -191,9 +213,11 @@ class JobStore:
         client_id: str | None = None,
         extra_data: dict[str, Any] | None = None,
         job_id: str | None = None,
+        front: bool = False,
     ) -> Job:
-        """Queue a workflow; raise QueueFull past the user's queued-job limit, JobIdTaken if
-        the chosen `job_id` belongs to a job the queue still holds."""
+        """Queue a workflow (`front`: at the head of the front lane); raise QueueFull past
+        the user's queued-job limit, JobIdTaken if the chosen `job_id` belongs to a job the
+        queue still holds."""
         workflow_blob = await _compress(orjson.dumps(workflow))
         extra_blob = await _compress(orjson.dumps(extra_data)) if extra_data else b""
         job_id = job_id or new_id()
@@ -202,12 +226,14 @@ class JobStore:
             job_id=job_id, user=user, level=level, max_queued=s.max_queued_per_user,
             running_limit=s.max_running_per_user, workflow=workflow_blob,
             meta=orjson.dumps({"client_id": client_id}), events_maxlen=s.events_maxlen,
-            extra_data=extra_blob, default_mode=s.mode,
+            extra_data=extra_blob, default_mode=s.mode, front=int(front),
         )
         if _text(status) == "taken":
             raise JobIdTaken(job_id)
         if _text(status) == "limit":
             raise QueueFull(int(reply[0]))
+        if _text(status) == "daily":
+            raise DailyLimit(int(reply[0]), int(reply[1]), int(reply[2]))
         value, queued_at, position = reply
         return Job(
             id=job_id, user=user, state=JobState.QUEUED, number=int(value), priority=level,
@@ -346,6 +372,18 @@ class JobStore:
         )
         return [int(p) for p in raw]
 
+    async def bump(self, job_id: str) -> None:
+        """Put a queued job at the head of the front lane (claimed before any other)."""
+        status, *rest = await self.scripts.bump(
+            job_id=job_id, running_limit=self.settings.max_running_per_user,
+            events_maxlen=self.settings.events_maxlen,
+        )
+        status = _text(status)
+        if status == "not_found":
+            raise JobNotFound(job_id)
+        if status == "state":
+            raise JobNotQueued(_text(rest[0]) or "")
+
     async def cancel(self, job_id: str, requester: str | None) -> str:
         """Cancel; `requester` None means an admin. Returns the state after the call."""
         s = self.settings
@@ -362,17 +400,36 @@ class JobStore:
 
     # -- workers ------------------------------------------------------------------------
     async def register_worker(self, worker_id: str, info: dict[str, Any]) -> None:
+        """A fresh entry for the worker; the connected time of its earlier registrations
+        today is carried over (`earlier_ms`, `earlier_day`) for the day's cost."""
         now_ms = await self._now_ms()
+        key = self.key("worker", worker_id)
+        old = await self.redis.hmget(
+            key, "registered_at", "released_at", "earlier_ms", "earlier_day"
+        )
+        last_seen = await self.redis.zscore(self.key("workers"), worker_id)
+        earlier = 0
+        if old[0] is not None:
+            end = _int_or_none(_text(old[1])) or int(last_seen or now_ms)
+            before = stats.WorkerSession(
+                worker_id, None, int(old[0]), end, int(old[2] or 0),
+                _int_or_none(_text(old[3])),
+            )
+            earlier = stats.earlier_today(before, now_ms) + stats.connected_ms_today(
+                before.registered_at, end, now_ms
+            )
         async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.delete(self.key("worker", worker_id))
+            pipe.delete(key)
             pipe.hset(
-                self.key("worker", worker_id),
+                key,
                 mapping={
                     "info": orjson.dumps(info), "registered_at": now_ms, "state": "active",
-                    "catalog": info.get("catalog_hash") or "",
+                    "catalog": info.get("catalog_hash") or "", "earlier_ms": earlier,
+                    "earlier_day": stats.day_of(now_ms),
                 },
             )
             pipe.zadd(self.key("workers"), {worker_id: now_ms})
+            pipe.zrem(self.key("released"), worker_id)
             await pipe.execute()
 
     async def worker_registered(self, worker_id: str) -> bool:
@@ -446,12 +503,12 @@ class JobStore:
 
     async def heartbeat(
         self, worker_id: str, leases: list[tuple[str, str]]
-    ) -> tuple[list[str], list[str]]:
-        """Renew leases; returns (jobs to cancel, jobs whose lease is lost)."""
-        cancel, lost = await self.scripts.heartbeat(
+    ) -> tuple[list[str], list[str], bool]:
+        """Renew leases; returns (jobs to cancel, jobs whose lease is lost, draining)."""
+        cancel, lost, drain = await self.scripts.heartbeat(
             worker_id=worker_id, lease_ms=self._lease_ms, leases=orjson.dumps(leases)
         )
-        return [_text(c) or "" for c in cancel], [_text(x) or "" for x in lost]
+        return [_text(c) or "" for c in cancel], [_text(x) or "" for x in lost], drain == 1
 
     async def complete(
         self,
@@ -617,10 +674,28 @@ class JobStore:
     async def worker_jobs(self, worker_id: str) -> set[str]:
         return {_text(j) or "" for j in await self.redis.smembers(self.key("wjobs", worker_id))}
 
+    async def set_draining(self, worker_id: str, draining: bool) -> WorkerInfo | None:
+        """Drain a worker (it finishes what it holds, leases nothing new) or take it back;
+        None if no such worker. The `worker` event wakes its long-poll to hear so."""
+        if not await self.redis.exists(self.key("worker", worker_id)):
+            return None
+        async with self.redis.pipeline(transaction=True) as pipe:
+            if draining:
+                pipe.sadd(self.key("draining"), worker_id)
+            else:
+                pipe.srem(self.key("draining"), worker_id)
+            self._emit(
+                pipe, EventType.WORKER, {"worker": worker_id, "draining": draining},
+                state="draining" if draining else "undrained",
+            )
+            await pipe.execute()
+        return next((w for w in await self.workers() if w.id == worker_id), None)
+
     async def workers(self) -> list[WorkerInfo]:
         """Registered workers with liveness; a worker silent for too long is shown as lost."""
         now_ms = await self._now_ms()
         seen = await self.redis.zrange(self.key("workers"), 0, -1, withscores=True)
+        draining = {_text(w) for w in await self.redis.smembers(self.key("draining"))}
         out: list[WorkerInfo] = []
         lost_after_ms = self.settings.worker_lost_after_s * 1000
         for raw_id, last_seen in seen:
@@ -640,6 +715,7 @@ class JobStore:
                     info=_json_or_none(raw.get("info")) or {},
                     jobs=sorted(jobs),
                     status=_json_or_none(raw.get("status")),
+                    draining=worker_id in draining,
                 )
             )
         return out
@@ -651,11 +727,149 @@ class JobStore:
 
     async def set_mode(self, mode: Mode) -> None:
         await self.redis.set(self.key("mode"), mode.value)
-        data = orjson.dumps({"mode": mode.value})
-        event = {"type": EventType.MODE.value, "job": "", "user": "", "state": "", "data": data}
-        await self.redis.xadd(
+        await self._emit(self.redis, EventType.MODE, {"mode": mode.value})
+
+    async def push_workflow(self, user: str, workflow: dict[str, Any]) -> None:
+        """Send a workflow to one participant's canvas, or every one's (`user` EVERYONE):
+        an event their gateways turn into the frontend's `workshop.push_workflow`."""
+        await self._emit(self.redis, EventType.PUSH_WORKFLOW, {"workflow": workflow}, user=user)
+
+    def _emit(
+        self, target: Any, kind: EventType, data: dict[str, Any], *, state: str = "",
+        user: str = "",
+    ) -> Any:
+        """Add an event no job owns (mode, pause, drain, a pushed workflow) to the stream,
+        through `target`: the client, or a pipeline whose MULTI it joins."""
+        event = {"type": kind.value, "job": "", "user": user, "state": state,
+                 "data": orjson.dumps(data)}  # fmt: skip
+        return target.xadd(
             self.key("events"), event, maxlen=self.settings.events_maxlen, approximate=True
         )
+
+    async def set_limits(self, uid: str, running: int | None, daily: int | None) -> None:
+        """An admin's limits for `uid` (None: the queue's running limit, no daily limit);
+        the running limit applies at once (the user is parked or unparked)."""
+        data = orjson.dumps({"user": uid, "running": running, "daily": daily})
+        await self.scripts.set_limits(
+            uid=uid, running=_optional(running), daily=_optional(daily),
+            running_limit=self.settings.max_running_per_user,
+            events_maxlen=self.settings.events_maxlen, data=data,
+        )
+
+    async def limits(self) -> dict[str, dict[str, int | None]]:
+        """Every user's overrides: {uid: {"running", "daily"}} (only users with one)."""
+        running = await self.redis.hgetall(self.key("rlimit"))
+        daily = await self.redis.hgetall(self.key("dlimit"))
+        out: dict[str, dict[str, int | None]] = {}
+        for field, table in (("running", running), ("daily", daily)):
+            for uid, value in table.items():
+                out.setdefault(uid.decode(), {"running": None, "daily": None})[field] = int(value)
+        return out
+
+    async def usage(self, uids: list[str]) -> dict[str, dict[str, float]]:
+        """{uid: {"jobs_today", "jobs", "gpu_s"}}: submits today (UTC) and in all, and GPU
+        seconds of their ended jobs (as their workers measured)."""
+        day = await self._now_ms() // 86_400_000
+        jobs = await self.redis.hgetall(self.key("ujobcount"))
+        gpu = await self.redis.hgetall(self.key("ugpums"))
+        keys = [self.key("daily", u, str(day)) for u in uids]
+        today = await self.redis.mget(keys) if keys else []
+        return {
+            uid: {
+                "jobs_today": int(t or 0),
+                "jobs": int(jobs.get(uid.encode(), 0)),
+                "gpu_s": int(gpu.get(uid.encode(), 0)) / 1000,
+            }
+            for uid, t in zip(uids, today, strict=True)
+        }
+
+    # -- the cockpit's numbers (services/queue/stats.py) --------------------------------
+    async def stats_buckets(self) -> list[stats.Bucket]:
+        """The window's per-minute counters (`tput:<minute>`, `waits:<minute>`), oldest
+        first: two small reads per minute, whatever the number of jobs."""
+        minutes = stats.window_minutes(await self._now_ms())
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for minute in minutes:
+                pipe.hmget(self.key("tput", str(minute)), "done", "failed")
+                pipe.lrange(self.key("waits", str(minute)), 0, -1)
+            raw = await pipe.execute()
+        return [
+            stats.Bucket(minute, int(t[0] or 0), int(t[1] or 0), [int(x) for x in w])
+            for minute, t, w in zip(minutes, raw[::2], raw[1::2], strict=True)
+        ]
+
+    async def usage_totals(self) -> dict[str, dict[str, float]]:
+        """{uid: {"jobs", "gpu_s"}} for every user who submitted: jobs submitted in all and
+        GPU seconds of their ended jobs (the counters GET users reads)."""
+        jobs = await self.redis.hgetall(self.key("ujobcount"))
+        gpu = await self.redis.hgetall(self.key("ugpums"))
+        return {
+            uid.decode(): {"jobs": int(jobs.get(uid, 0)), "gpu_s": int(gpu.get(uid, 0)) / 1000}
+            for uid in sorted({*jobs, *gpu})
+        }
+
+    async def recent_gpu_ms(self) -> list[int]:
+        """GPU milliseconds of the newest jobs that reported one (lua/lib.lua RECENT_GPU)."""
+        return [int(x) for x in await self.redis.lrange(self.key("recentgpu"), 0, -1)]
+
+    async def worker_sessions(self) -> tuple[list[stats.WorkerSession], int]:
+        """Every worker the day's cost counts: the registered ones (alive: until None; lost:
+        until their last heartbeat) and the ones that released today or yesterday (until
+        they released; their entry is kept a day). With the Redis clock's now (ms)."""
+        now_ms = await self._now_ms()
+        lost_after_ms = self.settings.worker_lost_after_s * 1000
+        seen = {
+            _text(w) or "": int(score)
+            for w, score in await self.redis.zrange(self.key("workers"), 0, -1, withscores=True)
+        }
+        released = [
+            _text(w) or ""
+            for w in await self.redis.zrange(
+                self.key("released"), now_ms - stats.DAY_MS, "+inf", byscore=True
+            )
+        ]
+        ids = [*seen, *(w for w in released if w not in seen)]
+        fields = ("registered_at", "released_at", "info", "earlier_ms", "earlier_day")
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for worker_id in ids:
+                pipe.hmget(self.key("worker", worker_id), *fields)
+            rows = await pipe.execute()
+        sessions: list[stats.WorkerSession] = []
+        for worker_id, (registered, released_at, info, earlier, day) in zip(
+            ids, rows, strict=True
+        ):
+            if registered is None:  # its entry expired or was forgotten
+                continue
+            if worker_id in seen:
+                last = seen[worker_id]
+                until = None if now_ms - last <= lost_after_ms else last
+            else:
+                until = _int_or_none(_text(released_at)) or int(registered)
+            price = (_json_or_none(_text(info)) or {}).get("hourly_eur")
+            sessions.append(
+                stats.WorkerSession(
+                    worker_id, float(price) if price is not None else None, int(registered),
+                    until, int(earlier or 0), _int_or_none(_text(day)),
+                )
+            )
+        return sessions, now_ms
+
+    async def is_paused(self) -> bool:
+        return bool(await self.redis.exists(self.key("paused")))
+
+    async def set_paused(self, paused: bool) -> None:
+        """Pause (nothing is leased, submits still queue) or resume, for every replica; the
+        `queue` event goes out in the same MULTI and wakes every long-polling worker."""
+        async with self.redis.pipeline(transaction=True) as pipe:
+            if paused:
+                pipe.set(self.key("paused"), "1")
+            else:
+                pipe.delete(self.key("paused"))
+            self._emit(
+                pipe, EventType.QUEUE, {"paused": paused},
+                state="paused" if paused else "resumed",
+            )
+            await pipe.execute()
 
     async def counts(self) -> tuple[dict[str, int], dict[str, int]]:
         """(live jobs by state, jobs ended since the start by final state)."""

@@ -119,10 +119,15 @@ class QueueClient:
         )
 
     async def heartbeat(
-        self, leases: list[tuple[str, str]], status: dict[str, Any], wait_s: float = 0
+        self,
+        leases: list[tuple[str, str]],
+        status: dict[str, Any],
+        wait_s: float = 0,
+        cancelling: list[str] | None = None,
     ) -> dict[str, Any]:
         body = {
             "worker_id": self.worker_id, "status": status, "wait_s": wait_s,
+            "cancelling": cancelling or [],
             "leases": [{"job_id": j, "lease_id": lease} for j, lease in leases],
         }  # fmt: skip
         return await self.call(  # type: ignore[no-any-return]

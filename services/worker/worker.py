@@ -305,6 +305,14 @@ class Worker:
             self.draining = True
             self._changed()
 
+    def _undrain(self) -> None:
+        """The queue took the worker back (an admin's undrain): lease again, unless stopping."""
+        if self.draining and not self.stopping.is_set():
+            log.info("no longer draining: leasing again")
+            self.draining = False
+            self._wake.set()
+            self._changed()
+
     # -- ComfyUI's messages ---------------------------------------------------------------------
     async def _listen(self) -> None:
         """The worker's one WebSocket: route each message to its job by prompt id. When it
@@ -351,15 +359,13 @@ class Worker:
     async def _heartbeats(self) -> None:
         while True:
             # Leases renewed well within their time to live; in between, a long-poll that
-            # answers at once on a cancel (of a job queued inside ComfyUI behind the running
-            # one, which sends nothing). A plain call while a cancel is already being handled
-            # (it would answer at once again).
+            # answers at once on a new cancel (of a job queued inside ComfyUI behind the
+            # running one, which sends nothing); the cancels already acted on are not news.
             interval = max(0.5, min(self.lease_ttl_s / 3, 2.0))
             leases = [(r.id, r.lease_id) for r in self.runs.values()]
-            handling_cancel = any(r.cancel_requested for r in self.runs.values())
-            wait_s = 0.0 if handling_cancel else interval
+            cancelling = [r.id for r in self.runs.values() if r.cancel_requested]
             try:
-                answer = await self.queue.heartbeat(leases, self.status(), wait_s)
+                answer = await self.queue.heartbeat(leases, self.status(), interval, cancelling)
             except (QueueUnavailable, QueueRefused, LeaseLost) as exc:
                 log.debug("heartbeat failed", error=str(exc))
                 await pause(interval)
@@ -374,7 +380,9 @@ class Worker:
                     self.runs[job_id].lost()
             if answer.get("drain"):
                 self._drain()
-            if handling_cancel or answer.get("cancel") or answer.get("lost"):
+            else:  # the queue no longer drains it (an admin's undrain)
+                self._undrain()
+            if answer.get("lost"):  # at once again until those runs are gone: not a spin
                 await pause(interval)
 
     def status(self) -> dict[str, Any]:
@@ -468,11 +476,15 @@ class Worker:
                 for run in list(self.runs.values()):
                     run.release()
                 await asyncio.wait(list(self._tasks.values()))
+        # A waiting long-poll is dropped rather than waited out (up to lease_wait_s): a job
+        # it was handed meanwhile is this worker's in the queue, and the release below hands
+        # it back without spending an attempt; after the release the queue leases it nothing.
         polls = list(self._polls.values())
-        if polls:  # a poll the queue still holds may bring a job: it is handed back at once
-            await asyncio.wait(polls, timeout=self.settings.lease_wait_s + 35)
-            if self._tasks:
-                await asyncio.wait(list(self._tasks.values()))
+        for poll in polls:
+            poll.cancel()
+        await asyncio.gather(*polls, return_exceptions=True)
+        if self._tasks:
+            await asyncio.wait(list(self._tasks.values()))
         with contextlib.suppress(QueueUnavailable, QueueRefused, LeaseLost):
             released = await self.queue.release()
             log.info("left the queue", released=released)

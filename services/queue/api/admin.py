@@ -10,11 +10,14 @@ from pydantic import BaseModel
 from services.contracts import LIVE_STATES
 from services.queue.api.deps import Ctx
 from services.queue.auth import Admin, hash_password
+from services.queue.context import QueueContext
 from services.queue.models import (
     Job,
     ModeBody,
     UserBody,
+    UserLimits,
     UserOut,
+    UserUsage,
     WorkerInfo,
     WorkerTokenRequest,
     WorkerTokenResponse,
@@ -30,6 +33,7 @@ class Overview(BaseModel):
     finished: dict[str, int]
     workers_alive: int
     workers_lost: int
+    paused: bool
 
 
 @router.get("/overview", response_model=Overview)
@@ -42,6 +46,7 @@ async def overview(_: Admin, ctx: Ctx) -> Overview:
         finished=totals,
         workers_alive=sum(w.state == "alive" for w in workers),
         workers_lost=sum(w.state == "lost" for w in workers),
+        paused=await ctx.store.is_paused(),
     )
 
 
@@ -72,9 +77,33 @@ async def workers(_: Admin, ctx: Ctx) -> list[WorkerInfo]:
     return await ctx.store.workers()
 
 
+async def user_out(ctx: QueueContext, uid: str) -> UserOut:
+    """One user as GET /api/admin/users lists them; 404 if there is none."""
+    record = await ctx.auth.user_record(uid)
+    if record is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"unknown user {uid!r}")
+    limits = (await ctx.store.limits()).get(uid, {})
+    (usage,) = (await ctx.store.usage([uid])).values()
+    return UserOut(
+        id=uid, role=record.role, disabled=record.disabled,
+        limits=UserLimits(**limits), usage=UserUsage(**usage),
+    )
+
+
 @router.get("/users", response_model=list[UserOut])
 async def users(_: Admin, ctx: Ctx) -> list[UserOut]:
-    return [UserOut(id=u, role=r) for u, r in sorted((await ctx.auth.list_users()).items())]
+    """Every user with their role, whether disabled, limits and usage."""
+    roles = sorted((await ctx.auth.list_users()).items())
+    disabled = await ctx.auth.disabled_users()
+    limits = await ctx.store.limits()
+    usage = await ctx.store.usage([u for u, _ in roles])
+    return [
+        UserOut(
+            id=u, role=r, disabled=u in disabled,
+            limits=UserLimits(**limits.get(u, {})), usage=UserUsage(**usage[u]),
+        )
+        for u, r in roles
+    ]
 
 
 @router.put("/users/{uid}", response_model=UserOut)
@@ -85,7 +114,7 @@ async def put_user(uid: str, body: UserBody, _: Admin, ctx: Ctx) -> UserOut:
     except ValueError as exc:
         raise HTTPException(status.HTTP_400_BAD_REQUEST, str(exc)) from exc
     await ctx.auth.set_user(uid, await asyncio.to_thread(hash_password, body.password), body.role)
-    return UserOut(id=uid, role=body.role)
+    return await user_out(ctx, uid)
 
 
 @router.delete("/users/{uid}", status_code=status.HTTP_204_NO_CONTENT)

@@ -6,14 +6,24 @@ from typing import Literal
 
 from fastapi import APIRouter, HTTPException, Query, Response, status
 
-from services.contracts import ROLE_LEVEL
+from services.contracts import ROLE_LEVEL, Role
 from services.queue.api.deps import Ctx
 from services.queue.auth import Person, Principal
 from services.queue.graph import GraphError, validate_workflow
 from services.queue.models import Deleted, Job, JobWithWorkflow, SubmitRequest
-from services.queue.store import JobFinished, JobIdTaken, JobLive, JobNotFound, QueueFull
+from services.queue.store import (
+    DailyLimit,
+    JobFinished,
+    JobIdTaken,
+    JobLive,
+    JobNotFound,
+    QueueFull,
+)
 
 router = APIRouter(prefix="/api/jobs", tags=["jobs"])
+
+#: Who may queue a job at the front (`front: true`), as an admin's bump would.
+_FRONT_ROLES = frozenset({Role.ADMIN, Role.INSTRUCTOR})
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=Job)
@@ -26,6 +36,11 @@ async def submit_job(
     except GraphError as exc:
         raise HTTPException(status.HTTP_400_BAD_REQUEST, f"invalid workflow: {exc}") from exc
     user, level = who.id, who.level
+    if body.front and who.role not in _FRONT_ROLES:
+        raise HTTPException(
+            status.HTTP_403_FORBIDDEN,
+            "only admins and instructors may queue a job at the front (front: true)",
+        )
     if body.user is not None and body.user != who.id:
         if not who.is_admin:
             raise HTTPException(status.HTTP_403_FORBIDDEN, "only admins may submit for others")
@@ -35,11 +50,21 @@ async def submit_job(
         user, level = body.user, ROLE_LEVEL[record[1]]
     try:
         return await ctx.store.submit(
-            user, level, body.workflow, body.client_id, body.extra_data, body.job_id
+            user, level, body.workflow, body.client_id, body.extra_data, body.job_id,
+            body.front,
         )
     except JobIdTaken as exc:
         raise HTTPException(
             status.HTTP_409_CONFLICT, f"job id {body.job_id!r} is taken: choose another"
+        ) from exc
+    except DailyLimit as exc:
+        ctx.metrics.requests_rejected.labels("daily_limit").inc()
+        wait_s = max(1, -(-exc.retry_after_ms // 1000))
+        raise HTTPException(
+            status.HTTP_429_TOO_MANY_REQUESTS,
+            f"{user} already submitted {exc.submitted} jobs today (daily limit {exc.limit}); "
+            f"the limit resets at midnight UTC, in {wait_s // 3600} h {wait_s % 3600 // 60} min",
+            headers={"Retry-After": str(wait_s)},
         ) from exc
     except QueueFull as exc:
         ctx.metrics.requests_rejected.labels("queued_limit").inc()

@@ -78,11 +78,15 @@ async def _registered_worker_id(ctx: QueueContext, who: Principal, worker_id: st
     workers that never registered (they would live for a day)."""
     _own_worker_id(who, worker_id)
     if not await ctx.store.worker_registered(worker_id):
-        raise HTTPException(
-            status.HTTP_403_FORBIDDEN,
-            f"worker {worker_id!r} is not registered: POST /api/worker/register first",
-        )
+        raise _not_registered(worker_id)
     return worker_id
+
+
+def _not_registered(worker_id: str) -> HTTPException:
+    return HTTPException(
+        status.HTTP_403_FORBIDDEN,
+        f"worker {worker_id!r} is not registered: POST /api/worker/register first",
+    )
 
 
 @contextlib.contextmanager
@@ -101,6 +105,8 @@ def _held_lease(job_id: str) -> Iterator[None]:
 def _lease_response(claim: Claim, lease_ttl_s: float) -> Response:
     """Serialize once: the workflow goes to the worker exactly as stored, unparsed."""
     body: dict[str, Any] = {"cancel": claim.cancel}
+    if claim.drain:
+        body["drain"] = True
     if claim.job is not None:
         body["lease"] = {
             "job": claim.job.model_dump(),
@@ -141,6 +147,7 @@ async def lease(body: LeaseRequest, who: Worker, ctx: Ctx) -> Response:
     waiters = ctx.hub.waiters
     loop = asyncio.get_running_loop()
     deadline = loop.time() + min(body.wait_s, ctx.settings.lease_wait_max_s)
+    woken = False
     while True:
         # Register as a waiter before looking: a job queued in between still wakes us.
         wake = waiters.add(prefetch)
@@ -155,6 +162,11 @@ async def lease(body: LeaseRequest, who: Worker, ctx: Ctx) -> Response:
         except BaseException:
             waiters.discard(wake)
             raise
+        if claim.released:  # it left while this poll waited (its client gave up on it)
+            waiters.discard(wake)
+            if woken:
+                waiters.wake(1)  # the job that woke us is for someone else
+            raise _not_registered(worker_id)
         if claim.job is not None:
             waiters.discard(wake)
             assert claim.job.leased_at is not None
@@ -162,11 +174,12 @@ async def lease(body: LeaseRequest, who: Worker, ctx: Ctx) -> Response:
             ctx.metrics.queue_wait.observe(max(0, wait_ms) / 1000)
             return _lease_response(claim, ctx.settings.lease_ttl_s)
         remaining = deadline - loop.time()
-        if claim.cancel or remaining <= 0:
+        if claim.cancel or claim.drain or remaining <= 0:
             waiters.discard(wake)
             return _lease_response(claim, ctx.settings.lease_ttl_s)
         try:
             await asyncio.wait_for(wake, remaining)
+            woken = True
         except TimeoutError:
             waiters.discard(wake)
             return _lease_response(claim, ctx.settings.lease_ttl_s)
@@ -175,31 +188,35 @@ async def lease(body: LeaseRequest, who: Worker, ctx: Ctx) -> Response:
             raise
 
 
-@router.post("/heartbeat", response_model=HeartbeatResponse)
+@router.post("/heartbeat", response_model=HeartbeatResponse, response_model_exclude_none=True)
 async def heartbeat(body: HeartbeatRequest, who: Worker, ctx: Ctx) -> HeartbeatResponse:
     """Renew the worker's liveness and the leases it still holds; `cancel` lists every held
     job whose owner cancelled it. With `wait_s`, a long-poll: the answer comes when a held
-    job is cancelled (leases renewed again then), or after `wait_s` with nothing to do."""
+    job not in `cancelling` is cancelled (leases renewed again then), or after `wait_s`."""
     worker_id = await _registered_worker_id(ctx, who, body.worker_id)
     leases = [(h.job_id, h.lease_id) for h in body.leases]
     if body.status is not None:
         await ctx.store.set_worker_status(worker_id, body.status.model_dump())
     loop = asyncio.get_running_loop()
     deadline = loop.time() + body.wait_s
+    known = set(body.cancelling)
     first = True
+    drain_before = None
     while True:
         # Watch before looking: a cancel requested in between still wakes us.
         news = ctx.hub.cancel_requested()
-        cancel, lost = await ctx.store.heartbeat(worker_id, leases)
+        cancel, lost, drain = await ctx.store.heartbeat(worker_id, leases)
+        drain_before = drain if drain_before is None else drain_before
         remaining = deadline - loop.time()
-        if cancel or (lost and first) or remaining <= 0:
+        news_now = not known.issuperset(cancel) or (lost and first) or drain != drain_before
+        if news_now or remaining <= 0:
             news.cancel()
-            return HeartbeatResponse(cancel=cancel, lost=lost)
+            return HeartbeatResponse(cancel=cancel, lost=lost, drain=drain or None)
         first = False  # later, a listed lease may have ended meanwhile: not news
         try:
             await asyncio.wait_for(news, remaining)
         except TimeoutError:
-            return HeartbeatResponse(cancel=[], lost=[])
+            return HeartbeatResponse(cancel=cancel, lost=[], drain=drain or None)
 
 
 @router.post("/jobs/{job_id}/start", response_model=CancelFlag)

@@ -17,6 +17,11 @@
 --   readyseq:<lvl>    zset   the same users, by the sequence of their oldest job (fifo)
 --   pending           zset   every queued job, by sequence
 --   leases            zset   leased/running jobs, by lease expiry (ms)
+--   front             zset   the front lane: queued jobs an admin bumped (or an instructor
+--                            queued with front: true), claimed before any mode's pick, newest
+--                            bump first (score: -INCR frontseq, also kept in the job's `front`
+--                            field so a requeued job goes back there). Its jobs are in
+--                            `pending` but not in any uq:<uid>:<lvl> nor counted in `queued`.
 -- Invariant of the ready sets: a user is in ready:<lvl> and readyseq:<lvl> exactly when they
 -- are under their running limit and uq:<uid>:<lvl> is not empty; the score in ready:<lvl> is
 -- their last-served clock (HGET lastserved), the one in readyseq:<lvl> the head's sequence.
@@ -26,6 +31,12 @@ local P = ARGV[1]
 local function args() return unpack(ARGV, 2) end
 local LEVELS = {2, 1, 0}
 local ADMIN_INDEX_SIZE = 10000  -- newest jobs listed in the admin's index
+-- The cockpit's statistics (services/queue/stats.py reads them): per-minute buckets, kept
+-- twice the hour shown. STATS_BUCKET_MS is services/contracts.py's STATS_BUCKET_S (a test checks).
+local STATS_BUCKET_MS = 60000
+local STATS_KEEP_S = 7200
+local WAITS_PER_MINUTE = 1000  -- the newest queue waits kept per minute (p50, max)
+local RECENT_GPU = 50          -- GPU times of the newest finished jobs kept (the ETA's median)
 
 -- A key: `k('job', id)` is P .. 'job:' .. id. Plain concatenation; no table per key.
 local function k(a, b, c)
@@ -88,9 +99,14 @@ local function ready_level(uid, lvl, eligible, served)
   redis.call('ZADD', k('readyseq', lvl), head[2], uid)
 end
 
+-- The user's running limit: an admin's override (rlimit), else the queue's.
+local function limit_for(uid, running_limit)
+  return tonumber(redis.call('HGET', k('rlimit'), uid) or running_limit)
+end
+
 -- A user at their running limit is parked: out of every ready set until a job of theirs ends.
 local function is_eligible(uid, running_limit)
-  return tonumber(redis.call('HGET', k('running'), uid) or 0) < running_limit
+  return tonumber(redis.call('HGET', k('running'), uid) or 0) < limit_for(uid, running_limit)
 end
 
 -- The user's eligibility flipped: take them out of, or put them back into, every level.
@@ -107,7 +123,7 @@ local function unlease(job_id, uid, worker, running_limit)
   redis.call('HDEL', k('job', job_id), 'lease', 'lease_expires')
   -- Back under the running limit: the user was parked and is not any more. If jobs of theirs
   -- wait, one of them just became claimable.
-  if running == running_limit - 1 then
+  if running == limit_for(uid, running_limit) - 1 then
     set_parked(uid, false)
     if tonumber(redis.call('HGET', k('queued'), uid) or 0) > 0 then WAKE = true end
   end
@@ -116,13 +132,18 @@ end
 -- Back to the head of its user's queue: it keeps its original sequence number.
 local function requeue(job_id, old_state, running_limit)
   local job = k('job', job_id)
-  local f = redis.call('HMGET', job, 'user', 'level', 'seq')
+  local f = redis.call('HMGET', job, 'user', 'level', 'seq', 'front')
   local uid, lvl, seq = f[1], f[2], f[3]
-  redis.call('ZADD', k('uq', uid, lvl), seq, job_id)
   redis.call('ZADD', k('pending'), seq, job_id)
-  redis.call('HINCRBY', k('queued'), uid, 1)
   redis.call('HDEL', job, 'worker', 'leased_at', 'started_at', 'progress')
   set_state(job_id, old_state, 'queued')
+  if f[4] then  -- a bumped job goes back to the front lane, whatever its user's limit
+    redis.call('ZADD', k('front'), f[4], job_id)
+    WAKE = true
+    return
+  end
+  redis.call('ZADD', k('uq', uid, lvl), seq, job_id)
+  redis.call('HINCRBY', k('queued'), uid, 1)
   local eligible = is_eligible(uid, running_limit)
   ready_level(uid, lvl, eligible)  -- it is the new head of its level
   if eligible then WAKE = true end
@@ -133,6 +154,12 @@ end
 local function finish(job_id, uid, old_state, new_state, retention_s, history, ...)
   local job = k('job', job_id)
   set_state(job_id, old_state, new_state, 'finished_at', now_ms(), ...)
+  if new_state ~= 'cancelled' then  -- throughput: done/failed per minute
+    local tput = k('tput', math.floor(now_ms() / STATS_BUCKET_MS))
+    if redis.call('HINCRBY', tput, new_state == 'succeeded' and 'done' or 'failed', 1) == 1 then
+      redis.call('EXPIRE', tput, STATS_KEEP_S)  -- the minute's first done (or first failed)
+    end
+  end
   redis.call('EXPIRE', job, retention_s)
   redis.call('EXPIRE', k('wf', job_id), retention_s)
   redis.call('EXPIRE', k('xd', job_id), retention_s)
@@ -244,14 +271,31 @@ end
 
 -- Estimated 1-based queue position of a queued job under `mode` (0 if not queued).
 -- A read-path estimate, never part of choosing the next job: O(1) commands, O(users) work.
+-- The front lane goes first: a job in it is at its rank there, every other job behind all of
+-- it (fifo counts the lane's jobs older than this one among `pending` already).
 local function estimate_position(job_id, mode)
   local seq = redis.call('ZSCORE', k('pending'), job_id)
   if not seq then return 0 end
-  if mode == 'fifo' then return redis.call('ZCOUNT', k('pending'), '-inf', seq) end
+  local lane = redis.call('ZCARD', k('front'))
+  if lane > 0 then
+    local rank = redis.call('ZRANK', k('front'), job_id)
+    if rank then return rank + 1 end
+  end
+  if mode == 'fifo' then
+    local n = redis.call('ZCOUNT', k('pending'), '-inf', seq)
+    if lane > 0 then
+      for _, other in ipairs(redis.call('ZRANGE', k('front'), 0, -1)) do
+        if tonumber(redis.call('ZSCORE', k('pending'), other) or 0) > tonumber(seq) then
+          n = n + 1
+        end
+      end
+    end
+    return n
+  end
   local f = redis.call('HMGET', k('job', job_id), 'user', 'level')
   local uid, lvl = f[1], tonumber(f[2])
   local mine = own_jobs_ahead(uid, seq, mode == 'fair' and LEVELS or {lvl})
-  return scheduled_position(uid, lvl, mine, last_served(uid), mode)
+  return lane + scheduled_position(uid, lvl, mine, last_served(uid), mode)
 end
 
 -- The job succeeded: store its outputs and free its worker's slot.
@@ -285,10 +329,16 @@ local function claim(worker, lease_id, lease_ms, running_limit, default_mode, ma
   local mode = redis.call('GET', k('mode')) or default_mode
   local now = now_ms()
   redis.call('ZADD', k('workers'), now, worker)  -- a worker asking for work is alive
-  local uid, lvl
+  local uid, lvl, job_id
   local cancel = cancelled_jobs(worker)
 
-  if mode == 'priority' then
+  local lane = redis.call('ZRANGE', k('front'), 0, 0)
+  if #lane > 0 then  -- the front lane first, whatever the mode
+    job_id = lane[1]
+    redis.call('ZREM', k('front'), job_id)
+    local f = redis.call('HMGET', k('job', job_id), 'user', 'level')
+    uid, lvl = f[1], tonumber(f[2])
+  elseif mode == 'priority' then
     for _, l in ipairs(LEVELS) do
       local top = redis.call('ZRANGE', k('ready', l), 0, 0)
       if #top > 0 then uid, lvl = top[1], l; break end
@@ -320,15 +370,17 @@ local function claim(worker, lease_id, lease_ms, running_limit, default_mode, ma
   end
   if not uid then return {cancel} end
 
-  local job_id = redis.call('ZPOPMIN', k('uq', uid, lvl))[1]
+  if not job_id then
+    job_id = redis.call('ZPOPMIN', k('uq', uid, lvl))[1]
+    redis.call('HINCRBY', k('queued'), uid, -1)
+  end
   redis.call('ZREM', k('pending'), job_id)
-  redis.call('HINCRBY', k('queued'), uid, -1)
   local running = redis.call('HINCRBY', k('running'), uid, 1)
   local served = redis.call('INCR', k('served'))
   redis.call('HSET', k('lastserved'), uid, served)
   -- The ready sets: reaching the running limit parks the user; otherwise this level has a
   -- new head, and the user's served clock moved on at every level.
-  if running >= running_limit then
+  if running >= limit_for(uid, running_limit) then
     set_parked(uid, true)
   else
     ready_level(uid, lvl, true, served)
@@ -339,6 +391,12 @@ local function claim(worker, lease_id, lease_ms, running_limit, default_mode, ma
 
   local job = k('job', job_id)
   redis.call('HINCRBY', job, 'attempt', 1)
+  if redis.call('HSETNX', job, 'first_leased_at', now) == 1 then  -- its queue wait, once
+    local waits = k('waits', math.floor(now / STATS_BUCKET_MS))
+    local n = redis.call('RPUSH', waits, now - tonumber(redis.call('HGET', job, 'queued_at')))
+    if n == 1 then redis.call('EXPIRE', waits, STATS_KEEP_S) end
+    if n > WAITS_PER_MINUTE then redis.call('LTRIM', waits, -WAITS_PER_MINUTE, -1) end
+  end
   set_state(job_id, 'queued', 'leased', 'worker', worker, 'lease', lease_id, 'leased_at', now,
     'lease_expires', now + lease_ms)
   redis.call('ZADD', k('leases'), now + lease_ms, job_id)
@@ -353,22 +411,51 @@ end
 --   declined:<id>     set    workers that declined job <id> (they lack a model or node)
 --   wdeclined:<w>     set    jobs worker <w> declined: never offered to it again
 --   declinedjobs      set    queued jobs someone declined (reap_declined.lua checks them)
+--   paused            string set while an admin paused the queue: no claim leases anything
+--   rlimit, dlimit    hash   uid -> an admin's override of the running limit; daily submits
+--   daily:<uid>:<day> string jobs uid submitted on UTC day <day> (days since the epoch)
+--   ujobcount, ugpums hash   uid -> jobs submitted, GPU milliseconds used (usage)
+--   tput:<minute>     hash   jobs that ended in that minute (minutes since the epoch):
+--                            done, failed (cancelled ones are not counted); expires after 2 h
+--   waits:<minute>    list   queue waits (ms, submit to first lease) of the jobs first leased
+--                            in that minute, the newest WAITS_PER_MINUTE; expires after 2 h
+--                            (a job's `first_leased_at` field marks it counted)
+--   recentgpu         list   GPU ms of the newest RECENT_GPU jobs that reported one (ETA)
+--   released          zset   workers that released (left), by when; kept a day, as their
+--                            worker:<id> hash (released_at), for the day's cost
+--   draining          set    workers an admin is draining: they finish what they hold and
+--                            lease nothing new; their lease answers say so ({cancel, 'drain'})
 
 -- Take a queued job out of its user's queue (cancel, or hidden from a claim); the ready sets
 -- follow: its level's head may change.
 local function dequeue(job_id, uid, lvl, running_limit)
-  redis.call('ZREM', k('uq', uid, lvl), job_id)
   redis.call('ZREM', k('pending'), job_id)
+  if redis.call('ZREM', k('front'), job_id) == 1 then return end
+  redis.call('ZREM', k('uq', uid, lvl), job_id)
   redis.call('HINCRBY', k('queued'), uid, -1)
   ready_level(uid, lvl, is_eligible(uid, running_limit))
 end
 
--- Put a job taken out by `dequeue` back, in its place (its sequence number).
+-- Put a job taken out by `dequeue` back, in its place (its sequence number, or the front).
 local function reenqueue(job_id, uid, lvl, seq, running_limit)
-  redis.call('ZADD', k('uq', uid, lvl), seq, job_id)
   redis.call('ZADD', k('pending'), seq, job_id)
+  local front = redis.call('HGET', k('job', job_id), 'front')
+  if front then
+    redis.call('ZADD', k('front'), front, job_id)
+    return
+  end
+  redis.call('ZADD', k('uq', uid, lvl), seq, job_id)
   redis.call('HINCRBY', k('queued'), uid, 1)
   ready_level(uid, lvl, is_eligible(uid, running_limit))
+end
+
+-- Put a queued job (already out of its user's queue) at the head of the front lane.
+local function to_front(job_id, seq)
+  local score = -redis.call('INCR', k('frontseq'))
+  redis.call('HSET', k('job', job_id), 'front', score)
+  redis.call('ZADD', k('front'), score, job_id)
+  redis.call('ZADD', k('pending'), seq, job_id)
+  WAKE = true  -- claimable now, whatever its user's running limit
 end
 
 -- The job's ComfyUI began executing it (a /start call, or its relayed execution_start).
@@ -381,7 +468,12 @@ end
 -- What the worker measured and read back from ComfyUI: GPU milliseconds (execution_start to
 -- its end, ComfyUI's timestamps) and the history entry's status and meta (JSON). '' = none.
 local function record_run(job_id, gpu_ms, comfy_history)
-  if gpu_ms ~= '' then redis.call('HSET', k('job', job_id), 'gpu_ms', gpu_ms) end
+  if gpu_ms ~= '' then
+    redis.call('HSET', k('job', job_id), 'gpu_ms', gpu_ms)
+    redis.call('HINCRBY', k('ugpums'), redis.call('HGET', k('job', job_id), 'user'), gpu_ms)
+    redis.call('LPUSH', k('recentgpu'), gpu_ms)
+    redis.call('LTRIM', k('recentgpu'), 0, RECENT_GPU - 1)
+  end
   if comfy_history ~= '' then redis.call('HSET', k('job', job_id), 'comfy_history', comfy_history) end
 end
 
@@ -429,6 +521,20 @@ end
 local function lease_next(worker, lease_id, lease_ms, running_limit, default_mode, maxlen,
                           prefetch, idle_ms)
   local now = now_ms()
+  -- A worker that released (left) gets nothing: a long-poll still waiting for it on some
+  -- replica must not lease a job to a worker that is gone, nor mark it alive again.
+  if redis.call('HGET', k('worker', worker), 'state') == 'released' then
+    return {{}, 'released'}
+  end
+  if redis.call('SISMEMBER', k('draining'), worker) == 1 then
+    redis.call('ZADD', k('workers'), now, worker)
+    redis.call('ZREM', k('idle'), worker)
+    return {cancelled_jobs(worker), 'drain'}
+  end
+  if redis.call('EXISTS', k('paused')) == 1 then  -- an admin paused the queue: lease nothing
+    redis.call('ZADD', k('workers'), now, worker)
+    return {cancelled_jobs(worker)}
+  end
   if prefetch and redis.call('ZCOUNT', k('idle'), '(' .. now, '+inf') > 0 then
     redis.call('ZADD', k('workers'), now, worker)  -- a worker asking for work is alive
     return {cancelled_jobs(worker)}

@@ -1,5 +1,5 @@
 -- A worker shuts down cleanly: its jobs go back to the head of their queues without
--- spending an attempt, and it leaves the worker table.
+-- spending an attempt, and it leaves the worker table (and the draining set).
 local worker_id, running_limit, retention_s, history, events_maxlen = args()
 running_limit = tonumber(running_limit)
 local released = 0
@@ -14,6 +14,10 @@ end
 redis.call('DEL', k('wjobs', worker_id))
 redis.call('ZREM', k('workers'), worker_id)
 redis.call('ZREM', k('idle'), worker_id)
+redis.call('SREM', k('draining'), worker_id)  -- it left: a drain ends with it
 redis.call('HSET', k('worker', worker_id), 'state', 'released', 'released_at', now_ms())
 redis.call('EXPIRE', k('worker', worker_id), 86400)
+-- The day's cost still counts it: remembered as long as its hash (older entries go now).
+redis.call('ZADD', k('released'), now_ms(), worker_id)
+redis.call('ZREMRANGEBYSCORE', k('released'), '-inf', now_ms() - 86400000)
 return released
