@@ -6,7 +6,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import secrets
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -87,25 +86,11 @@ def users_list(c: AdminClient, args: argparse.Namespace, _: Config) -> None:
 
 def users_add(c: AdminClient, args: argparse.Namespace, _: Config) -> None:
     body = {"id": args.uid, "role": args.role, "password": args.password}
-    try:
-        added = c.post("/api/admin/users", body)
-    except CliError as exc:
-        if "does not offer this yet" not in exc.message:
-            raise
-        added = _add_with_put(c, args)  # a queue from before POST /api/admin/users
+    added = c.post("/api/admin/users", body)
     _show(args, added, lambda: print(
         f"added {added['id']} ({added.get('role')}); password: {added.get('password')}\n"
         "(shown once: the queue keeps only its hash)"
     ))
-
-
-def _add_with_put(c: AdminClient, args: argparse.Namespace) -> dict[str, Any]:
-    """PUT /api/admin/users/{uid} also overwrites: refuse an existing name first."""
-    if any(u.get("id") == args.uid for u in c.get("/api/admin/users")):
-        raise CliError(f"user {args.uid!r} already exists (reset-password changes a password)")
-    password = args.password or secrets.token_urlsafe(9)
-    out = c.put(f"/api/admin/users/{_seg(args.uid)}", {"password": password, "role": args.role})
-    return {**out, "password": password}
 
 
 def users_reset_password(c: AdminClient, args: argparse.Namespace, _: Config) -> None:
@@ -288,7 +273,14 @@ def credentials(c: AdminClient, args: argparse.Namespace, config: Config) -> Non
         passwords = {u: passwords[u] for u in wanted}
     users = wanted or (sorted(passwords) if passwords is not None else None)
     body = {"users": users, "reset": False, "passwords": passwords}
-    html = c.call("POST", "/api/admin/credentials-sheet", json=body).text
+    try:
+        html = c.call("POST", "/api/admin/credentials-sheet", json=body).text
+    except CliError as exc:
+        if exc.code == ExitCode.FAILED and "password" in exc.message:
+            exc.message += (
+                "; --reset gives them new passwords, --from FILE uses known ones"
+            )
+        raise
     if args.out:
         fd = os.open(args.out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w", encoding="utf-8") as f:

@@ -17,7 +17,7 @@ def kind(workflow: Any) -> str | None:
     """"ui", "api", or None for neither."""
     if not isinstance(workflow, dict) or not workflow:
         return None
-    if isinstance(workflow.get("nodes"), list) and isinstance(workflow.get("links", []), list):
+    if isinstance(workflow.get("nodes"), list) and isinstance(workflow.get("links"), list):
         return "ui"
     if all(
         isinstance(node, dict) and isinstance(node.get("class_type"), str)
