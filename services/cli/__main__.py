@@ -74,12 +74,12 @@ def build_parser() -> Parser:
     p = leaf(us, "add", commands.users_add, "add a participant (password generated if none)")
     p.add_argument("uid")
     p.add_argument("--role", choices=commands.ROLES, default="participant")
-    p.add_argument("--new-password", dest="password", default=None,
+    p.add_argument("--new-password", dest="new_password", default=None,
                    help="their password (default: a generated one, shown once)")
     p = leaf(us, "reset-password", commands.users_reset_password,
              "give a user a new password; their sessions end")
     p.add_argument("uid")
-    p.add_argument("--new-password", dest="password", default=None)
+    p.add_argument("--new-password", dest="new_password", default=None)
     p = leaf(us, "disable", commands.users_disable, "stop a user signing in or submitting")
     p.add_argument("uid")
     p = leaf(us, "enable", commands.users_enable, "let a disabled user back in")
@@ -153,7 +153,10 @@ def _limit(word: str) -> Callable[[str], str]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; the exit status says how it went (never a traceback)."""
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:  # --help (0) or a mistyped command line (64), already printed
+        return exc.code if isinstance(exc.code, int) else ExitCode.USAGE
     try:
         config = resolve(args.url, args.admin_user, args.password)
         with AdminClient(config.url, config.user, config.password, args.timeout) as client:

@@ -85,7 +85,7 @@ def users_list(c: AdminClient, args: argparse.Namespace, _: Config) -> None:
 
 
 def users_add(c: AdminClient, args: argparse.Namespace, _: Config) -> None:
-    body = {"id": args.uid, "role": args.role, "password": args.password}
+    body = {"id": args.uid, "role": args.role, "password": args.new_password}
     added = c.post("/api/admin/users", body)
     _show(args, added, lambda: print(
         f"added {added['id']} ({added.get('role')}); password: {added.get('password')}\n"
@@ -95,7 +95,7 @@ def users_add(c: AdminClient, args: argparse.Namespace, _: Config) -> None:
 
 def users_reset_password(c: AdminClient, args: argparse.Namespace, _: Config) -> None:
     out = c.post(f"/api/admin/users/{_seg(args.uid)}/reset-password",
-                 {"password": args.password})
+                 {"password": args.new_password})
     _show(args, out, lambda: print(
         f"new password of {out.get('id')}: {out.get('password')} (their old sessions ended)"
     ))
