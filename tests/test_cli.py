@@ -212,9 +212,26 @@ async def test_cost_and_eta(cli: Cli, queue: QueueHarness) -> None:
     assert run.rc == 0 and worker in run.out and "EUR 3.60" in run.out
 
     out = (await cli("eta", "--json")).json()
-    assert out["backlog"] == 2 and out["workers"] == 1
+    assert out["backlog"] == 2 and out["workers"] == 1 and out["job_s"] is None
     run = await cli("eta")
     assert run.rc == 0 and re.search(r"^backlog\s+2 jobs$", run.out, re.M), run.out
+    assert re.search(r"^clears\s+unknown: no job has finished recently$", run.out, re.M)
+
+    # One job done in 30 GPU seconds: one left, 30 s with this worker, 15 s with two.
+    http = await queue.client("w1")
+    held = (await http.post("/api/worker/lease", json={"worker_id": worker})).json()["lease"]
+    r = await http.post(f"/api/worker/jobs/{held['job']['id']}/complete", json={
+        "worker_id": worker, "lease_id": held["lease_id"], "outputs": {}, "gpu_ms": 30_000})
+    assert r.status_code == 204, r.text
+    await http.aclose()
+    run = await cli("eta")
+    assert re.search(r"^typical job\s+30 s$", run.out, re.M), run.out
+    assert re.search(r"^clears\s+in 30 s$", run.out, re.M)
+    assert re.search(r"^with one more\s+in 15 s$", run.out, re.M)
+    assert (await cli("workers", "drain", worker)).rc == 0  # no worker takes jobs now
+    run = await cli("eta")
+    assert re.search(r"^clears\s+never: no worker takes jobs$", run.out, re.M), run.out
+    assert re.search(r"^with one more\s+in 30 s$", run.out, re.M)
 
 
 # -- credentials --------------------------------------------------------------------------

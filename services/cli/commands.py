@@ -242,15 +242,20 @@ def cost(c: AdminClient, args: argparse.Namespace, _: Config) -> None:
 def eta(c: AdminClient, args: argparse.Namespace, _: Config) -> None:
     out = c.get("/api/admin/eta")
 
-    def clears(value: float | None) -> str:
-        return "never (no worker)" if value is None else "in " + output.duration(value)
+    def clears(value: float | None, workers: int) -> str:
+        if value is not None:
+            return "now (nothing queued)" if value == 0 else "in " + output.duration(value)
+        if out.get("job_s") is None:
+            return "unknown: no job has finished recently"
+        return "never: no worker takes jobs" if workers <= 0 else "unknown"
 
     _show(args, out, lambda: output.pairs([
         ("backlog", f"{out.get('backlog')} jobs"),
         ("typical job", output.duration(out.get("job_s"))),
         ("workers", out.get("workers")),
-        ("clears", clears(out.get("clears_in_s"))),
-        ("with one more", clears(out.get("clears_in_s_with_one_more"))),
+        ("clears", clears(out.get("clears_in_s"), out.get("workers") or 0)),
+        ("with one more", clears(out.get("clears_in_s_with_one_more"),
+                                 (out.get("workers") or 0) + 1)),
     ]))
 
 
