@@ -18,6 +18,8 @@ from services.cli.config import Config
 from services.contracts import LIVE_STATES, Mode, Role
 
 Command = Callable[[AdminClient, argparse.Namespace, Config], None]
+#: The queue checks each given password's hash (tens of ms each, a few at a time).
+SHEET_TIMEOUT_S = 300.0
 
 
 def _seg(value: str) -> str:
@@ -279,7 +281,8 @@ def credentials(c: AdminClient, args: argparse.Namespace, config: Config) -> Non
     users = wanted or (sorted(passwords) if passwords is not None else None)
     body = {"users": users, "reset": False, "passwords": passwords}
     try:
-        html = c.call("POST", "/api/admin/credentials-sheet", json=body).text
+        html = c.call("POST", "/api/admin/credentials-sheet", json=body,
+                      timeout_s=max(args.timeout, SHEET_TIMEOUT_S)).text
     except CliError as exc:
         if exc.code == ExitCode.FAILED and "password" in exc.message:
             exc.message += (

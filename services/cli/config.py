@@ -66,7 +66,7 @@ def from_env(env: dict[str, str]) -> Source:
     )
 
 
-def from_pulumi(env: dict[str, str]) -> Source | None:
+def from_pulumi(env: dict[str, str], cwd: Path | None = None) -> Source | None:
     """The stack's outputs, when a `pulumi` executable is on PATH and answers; None otherwise
     (no stack selected, not logged in: the next source is tried)."""
     exe = shutil.which("pulumi", path=env.get("PATH"))
@@ -75,7 +75,8 @@ def from_pulumi(env: dict[str, str]) -> Source | None:
     try:
         done = subprocess.run(
             [exe, "stack", "output", "--json", "--show-secrets"],
-            capture_output=True, text=True, timeout=PULUMI_TIMEOUT_S, env=env, check=False,
+            capture_output=True, text=True, timeout=PULUMI_TIMEOUT_S, env=env, cwd=cwd,
+            check=False,
         )
     except (OSError, subprocess.TimeoutExpired):
         return None
@@ -152,7 +153,7 @@ def resolve(
 
     for source in sources:
         take(source)
-    for later in (lambda: from_pulumi(env), lambda: from_local(env, cwd)):
+    for later in (lambda: from_pulumi(env, cwd), lambda: from_local(env, cwd)):
         if "url" in values and "password" in values:
             break
         found = later()
