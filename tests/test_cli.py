@@ -7,6 +7,7 @@ refused: 3, unknown participant/job/worker: 4, never a traceback). The CLI runs 
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import re
 import sys
@@ -20,6 +21,7 @@ import pytest
 
 from services.cli.__main__ import main
 from services.cli.config import ENV_DATA_DIR, ENV_PASSWORD, ENV_URL, ENV_USER
+from services.cli.output import Progress
 from services.contracts import EventType
 from services.local_redis import free_port
 from tests.queue_harness import (
@@ -250,6 +252,10 @@ async def test_credentials_sheet_from_a_file_and_with_reset(
     assert run.rc == 0, run.err
     assert _cards(run.out) == {"alice": "alice-password", "bob": "bob-password"}
     assert f"{queue.base_url}/alice/" in run.out
+    run = await cli("credentials", "--from", str(known), "--users", "bob")
+    assert run.rc == 0 and _cards(run.out) == {"bob": "bob-password"}
+    run = await cli("credentials", "--from", str(known), "--users", "bob,carol")
+    assert run.rc == 1 and "no password for carol" in run.err
 
     sheet = tmp_path / "sheet.html"
     run = await cli("credentials", "--html", "--reset", "--out", str(sheet))
@@ -345,3 +351,20 @@ async def test_the_installed_workshop_command(queue: QueueHarness) -> None:
     out, err = await asyncio.wait_for(proc.communicate(), 30)
     assert proc.returncode == 0, err.decode()
     assert json.loads(out)["paused"] is False
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_progress_is_redrawn_on_a_terminal_and_one_line_elsewhere() -> None:
+    tty, log = _Terminal(), io.StringIO()
+    for stream in (tty, log):
+        progress = Progress("resetting passwords", 2, stream)
+        progress.step("user001")
+        progress.step("user002")
+        progress.close()
+    assert "\r" in tty.getvalue() and "2/2 user002" in tty.getvalue()
+    assert tty.getvalue().endswith("resetting passwords: 2/2 done\n")
+    assert log.getvalue() == "resetting passwords: 2/2 done\n"
