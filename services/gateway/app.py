@@ -260,8 +260,12 @@ class GatewayApp:
             response = _queue_down()
         except QueueRefused as exc:
             log.warning("queue refused", status=exc.status, detail=exc.detail)
-            status = exc.status if 400 <= exc.status < 500 else 502
-            response = responses.text(exc.detail, status)
+            if exc.status == 401:  # the caller's session ended at the queue: sign in again
+                gw.auth.forget(space.caller.token)
+                response = _unauthorized(space.name, "session ended: sign in again")
+            else:
+                status = exc.status if 400 <= exc.status < 500 else 502
+                response = responses.text(exc.detail, status)
         except Exception as exc:
             from starlette.formparsers import MultiPartException
 
