@@ -526,6 +526,7 @@ async def test_screenshot_under_load(cockpit: Cockpit) -> None:
                       .every(p => p.value > 0)
                  && document.querySelector('#cost-total').textContent.startsWith('€')
                  && document.querySelector('#cost-hour').textContent === '€1.80'
+                 && Number(document.querySelector('#eta-now').dataset.backlog) >= 20
                  && /[0-9]/.test(document.querySelector('#eta-now').textContent)
                  && /[0-9]/.test(document.querySelector('#eta-plus').textContent)
                  && Number(document.querySelector('#chart-done').dataset.done) > 0""",

@@ -244,6 +244,7 @@ async function refreshSlow() {
   if (eta.ok) {
     const e = eta.data;
     $("#eta-now").textContent = etaText(e.clears_in_s, e.backlog);
+    $("#eta-now").dataset.backlog = String(e.backlog);
     $("#eta-plus").textContent = etaText(e.clears_in_s_with_one_more, e.backlog);
     $("#eta-note").textContent = e.backlog
       ? `${e.backlog} queued, ${e.workers} worker(s) leasing, a job takes about ${dur(e.job_s)} of GPU.`
@@ -325,6 +326,8 @@ function renderJobs() {
   place($("#jobs tbody"), rows);
 }
 
+/** Columns: job, participant, state, actions, progress, position, waiting, running, worker
+ * (the actions early: on a phone they are in view without scrolling the table). */
 function jobRow(j, now) {
   let tr = jobRows.get(j.id);
   if (!tr) {
@@ -335,8 +338,8 @@ function jobRow(j, now) {
     bar.max = 1;
     bar.value = 0;
     bar.setAttribute("aria-label", `progress of job ${j.id}`);
-    c[6].append(bar);
-    c[8].append(
+    c[4].append(bar);
+    c[3].append(
       button("Bump", `bump job ${j.id} to the front`, () =>
         act(`Bump ${shortId(j.id)}`, "POST", `/api/admin/jobs/${encodeURIComponent(j.id)}/bump`)),
       button("Cancel", `cancel job ${j.id}`, () =>
@@ -350,18 +353,18 @@ function jobRow(j, now) {
   c[0].title = j.id;
   setText(c[1], j.user);
   setText(c[2], j.cancel_requested && LIVE.includes(j.state) ? `${j.state} (cancelling)` : j.state);
-  setText(c[3], j.state === "queued" && j.position ? j.position : "–");
-  setText(c[4], dur(waitS(j, now)));
-  setText(c[5], dur(runS(j, now)));
-  const bar = c[6].firstChild;
+  setText(c[5], j.state === "queued" && j.position ? j.position : "–");
+  setText(c[6], dur(waitS(j, now)));
+  setText(c[7], dur(runS(j, now)));
+  const bar = c[4].firstChild;
   const p = j.progress;
   const frac = j.state === "succeeded" ? 1 : p && p.max ? Math.min(1, p.value / p.max) : 0;
   if (bar.value !== frac) bar.value = frac;
   bar.dataset.value = frac.toFixed(3);
   bar.title = p && p.max ? `${p.value} / ${p.max}` : "";
-  setText(c[7], j.worker || "–");
+  setText(c[8], j.worker || "–");
   const live = LIVE.includes(j.state);
-  const [bump, cancel] = c[8].querySelectorAll("button");
+  const [bump, cancel] = c[3].querySelectorAll("button");
   bump.disabled = j.state !== "queued";
   cancel.disabled = !live;
   return tr;

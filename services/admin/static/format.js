@@ -2,7 +2,9 @@
 
 export function dur(s) {
   if (s === null || s === undefined || !Number.isFinite(s)) return "–";
-  s = Math.max(0, Math.round(s));
+  s = Math.max(0, s);
+  if (s < 10 && s !== Math.round(s)) return `${s.toFixed(1)} s`;
+  s = Math.round(s);
   if (s < 60) return `${s} s`;
   if (s < 3600) return `${Math.floor(s / 60)} min ${s % 60} s`;
   return `${Math.floor(s / 3600)} h ${Math.floor((s % 3600) / 60)} min`;
