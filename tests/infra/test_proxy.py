@@ -116,7 +116,7 @@ def test_route_plan_order_and_frontend_root_paths():
 
 
 def test_reserved_segments_come_from_the_plan():
-    assert RESERVED_SEGMENTS == {"api", "admin", "assets", "cursor", "docs"}
+    assert {"api", "admin", "assets", "cursor", "docs"} == RESERVED_SEGMENTS
     # Each reserved name really is routed elsewhere, so no participant could live there.
     for name in RESERVED_SEGMENTS:
         route = route_for(f"/{name}/x", route_plan())
