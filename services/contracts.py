@@ -237,7 +237,7 @@ class Upstream(StrEnum):
 
     QUEUE = "queue"
     GATEWAY = "gateway"
-    #: `/userNNN` (no slash) is answered with a 308 to `/userNNN/`: without the slash the
+    #: `/<user id>` (no slash) is answered with a 308 to `/<user id>/`: without the slash the
     #: frontend derives an empty API base and calls the server root.
     REDIRECT = "redirect"
 
