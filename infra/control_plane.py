@@ -67,7 +67,6 @@ class ControlPlaneArgs:
     """Images, secrets and the VPS facts the containers need."""
 
     domain: str
-    usernames: tuple[str, ...]
     queue_mode: str
     queue_image: str  # digest ref, or "" to build images/queue.Dockerfile on the VPS
     gateway_image: str  # digest ref, or "" to run the gateway from the queue image
@@ -325,7 +324,7 @@ class ControlPlane(pulumi.ComponentResource):
         )
 
         self.caddyfile = args.trusted_proxies.apply(
-            lambda ranges: render_caddyfile(args.domain, args.usernames, ranges)
+            lambda ranges: render_caddyfile(args.domain, ranges)
         )
         self.proxy = docker.Container(
             "proxy",

@@ -91,7 +91,6 @@ def build(config: WorkshopConfig, opts: pulumi.ResourceOptions | None = None) ->
         "control-plane",
         ControlPlaneArgs(
             domain=config.domain,
-            usernames=config.usernames,
             queue_mode=config.queue_mode,
             queue_image=config.queue_image,
             gateway_image=config.gateway_image,

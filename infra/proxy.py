@@ -9,12 +9,13 @@ published ranges (`trusted_proxies`); from anywhere else the header is ignored.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 from services.contracts import (
     GATEWAY_PORT,
     NOT_ROUTED_MESSAGE,
     QUEUE_PORT,
+    Route,
     Upstream,
     route_plan,
 )
@@ -32,13 +33,14 @@ CLIENT_IP_HEADER = "CF-Connecting-IP"
 
 def render_caddyfile(
     domain: str,
-    usernames: Iterable[str],
     trusted_proxies: Sequence[str],
     upstreams: Mapping[Upstream, str] = UPSTREAMS,
 ) -> str:
     """The Caddyfile for `domain` implementing `route_plan` (checked by `caddy validate`).
 
     `trusted_proxies` are the CIDRs whose `CF-Connecting-IP` is believed (Cloudflare's).
+    Participants are routed by pattern (`path_regexp`), so the file names none of them and a
+    participant added at runtime is served without a redeploy.
     """
     if not trusted_proxies:
         raise ValueError("trusted_proxies is empty: Cloudflare's ranges are required")
@@ -58,11 +60,13 @@ def render_caddyfile(
         '\theader Strict-Transport-Security "max-age=31536000"\n',
         "\theader -Server\n",
     ]
-    for i, route in enumerate(route_plan(usernames)):
+    for i, route in enumerate(route_plan()):
         matcher = f"@r{i}"
-        out.append(f"\t{matcher} path {' '.join(route.paths)}\n")
+        out.append(f"\t{matcher} {_matcher(route)}\n")
         if route.upstream is Upstream.REDIRECT:
-            out.append(f"\tredir {matcher} {{path}}/ 308\n")
+            # Inside `handle`: a bare `redir` would run before every `handle` (Caddy's
+            # directive order) and take `/admin` from the queue's route above.
+            out.append(f"\thandle {matcher} {{\n\t\tredir {{path}}/ 308\n\t}}\n")
             continue
         out += [
             f"\thandle {matcher} {{\n",
@@ -75,3 +79,16 @@ def render_caddyfile(
     out.append(f'\thandle {{\n\t\trespond "{NOT_ROUTED_MESSAGE}" 404\n\t}}\n')
     out.append("}\n")
     return "".join(out)
+
+
+def _matcher(route: Route) -> str:
+    """A named matcher's body for `route`: `path` (its own matching ignores case), or
+    `path_regexp` for a route by pattern, made to match the whole path, ignoring case, as
+    `Route.matches` does."""
+    if route.regexp is None:
+        return f"path {' '.join(route.paths)}"
+    if route.paths:
+        raise ValueError("a route is rendered with paths or with a regexp, not both")
+    if any(c.isspace() or c in "\"`#" for c in route.regexp):
+        raise ValueError(f"regexp {route.regexp!r} would need quoting in a Caddyfile")
+    return f"path_regexp ^(?i){route.regexp}$"

@@ -73,8 +73,11 @@ ROLE_LEVEL: dict[Role, int] = {Role.PARTICIPANT: 0, Role.INSTRUCTOR: 1, Role.ADM
 
 
 # -- participants -----------------------------------------------------------------------------
-#: A participant's name and URL path segment: user001 ... user999.
-PARTICIPANT_RE = re.compile(r"^user\d{3}$")
+#: A user id, which is also its URL path segment (`/<id>/`): 1-64 ASCII letters, digits, '-',
+#: '_' or '.'. The route plan matches participants by this pattern, not by a list, so a
+#: participant the organizer adds at runtime is routed without a redeploy.
+USER_ID_SEGMENT = r"[A-Za-z0-9._-]{1,64}"
+USER_ID_RE = re.compile(USER_ID_SEGMENT)
 
 
 def participant_name(n: int) -> str:
@@ -234,7 +237,7 @@ class Upstream(StrEnum):
 
     QUEUE = "queue"
     GATEWAY = "gateway"
-    #: `/userNNN` (no slash) is answered with a 308 to `/userNNN/`: without the slash the
+    #: `/<user id>` (no slash) is answered with a 308 to `/<user id>/`: without the slash the
     #: frontend derives an empty API base and calls the server root.
     REDIRECT = "redirect"
 
@@ -242,12 +245,20 @@ class Upstream(StrEnum):
 @dataclass(frozen=True)
 class Route:
     """Paths and their destination. A path ending in `/*` matches that prefix (the slash
-    included); any other path matches exactly. Matching ignores case, as Caddy's does."""
+    included); any other path matches exactly. Matching ignores case, as Caddy's `path`
+    matcher does.
+
+    `regexp`, if given, is a regular expression the whole path must match (`re.fullmatch`),
+    also ignoring case: infra/proxy.py renders it as Caddy's `path_regexp` with `^(?i)...$`.
+    Write it in the syntax Python's `re` and Go's RE2 share (no lookarounds, no backrefs)."""
 
     paths: tuple[str, ...]
     upstream: Upstream
+    regexp: str | None = None
 
     def matches(self, path: str) -> bool:
+        if self.regexp is not None and re.fullmatch(self.regexp, path, re.IGNORECASE):
+            return True
         path = path.lower()
         for pattern in self.paths:
             p = pattern.lower()
@@ -266,18 +277,47 @@ QUEUE_PATHS = ("/api/*",)
 ADMIN_PATHS = ("/admin", "/admin/*")
 #: What anything else gets (404).
 NOT_ROUTED_MESSAGE = "Open the /userNNN/ link you were given."
+#: A participant's own space, `/<id>` (redirected to `/<id>/`) and `/<id>/...`, by pattern.
+USER_REDIRECT_RE = rf"/{USER_ID_SEGMENT}"
+USER_SPACE_RE = rf"/{USER_ID_SEGMENT}/.*"
+#: First path segments the plan gives to something other than a participant (lower case):
+#: no user id may be one of them, in any case (Caddy's and `Route.matches`' matching ignore
+#: case). Derived from the path constants above, so a new root path reserves its name.
+RESERVED_SEGMENTS = frozenset(
+    p.split("/")[1].lower()
+    for p in (*FRONTEND_ROOT_API_PATHS, *QUEUE_PATHS, *ADMIN_PATHS, *FRONTEND_ROOT_PATHS)
+)
 
 
-def route_plan(usernames: Iterable[str]) -> tuple[Route, ...]:
-    """The routes in the order they are matched: the first route that matches wins."""
-    users = tuple(usernames)
+def validate_user_id(uid: str) -> str:
+    """`uid` if it may be a user id (it goes into Redis keys, object keys and URLs), else a
+    ValueError saying why: 1-64 ASCII letters, digits, '-', '_' or '.', not only dots, and not
+    a first path segment the route plan gives to others (RESERVED_SEGMENTS, in any case)."""
+    if not USER_ID_RE.fullmatch(uid):
+        raise ValueError(f"invalid user id {uid!r}: use 1-64 letters, digits, '-', '_' or '.'")
+    if uid.strip(".") == "":
+        raise ValueError(f"invalid user id {uid!r}: it must not be made only of dots")
+    if uid.lower() in RESERVED_SEGMENTS:
+        raise ValueError(
+            f"invalid user id {uid!r}: /{uid.lower()}/ is reserved for the platform "
+            f"(reserved: {', '.join(sorted(RESERVED_SEGMENTS))}, in any case)"
+        )
+    return uid
+
+
+def route_plan() -> tuple[Route, ...]:
+    """The routes in the order they are matched: the first route that matches wins.
+
+    Participants are routed by pattern (any valid user id), after every fixed root path:
+    `validate_user_id` keeps user ids off those names. A root name without its slash
+    (`/api`, `/assets`) therefore takes the participants' redirect to `/api/`, `/assets/`."""
     return (
         Route(FRONTEND_ROOT_API_PATHS, Upstream.GATEWAY),
         Route(QUEUE_PATHS, Upstream.QUEUE),
         Route(ADMIN_PATHS, Upstream.QUEUE),
-        Route(tuple(f"/{u}" for u in users), Upstream.REDIRECT),
-        Route(tuple(f"/{u}/*" for u in users), Upstream.GATEWAY),
         Route(FRONTEND_ROOT_PATHS, Upstream.GATEWAY),
+        Route((), Upstream.REDIRECT, regexp=USER_REDIRECT_RE),
+        Route((), Upstream.GATEWAY, regexp=USER_SPACE_RE),
     )
 
 

@@ -70,12 +70,13 @@ def queue_settings(creds: dict[str, Any], redis_url: str) -> QueueSettings:
 
 class Dispatcher:
     """One port for everything, routed as Caddy routes on the VPS (the route plan in
-    services/contracts.py): the queue, each participant's ComfyUI through the gateway, the
-    `/userNNN` -> `/userNNN/` redirect, and 404 for the rest."""
+    services/contracts.py): the queue, each participant's ComfyUI through the gateway (by the
+    user-id pattern: a participant added at runtime too), the `/<id>` -> `/<id>/` redirect,
+    and 404 for the rest."""
 
-    def __init__(self, queue: Any, gateway: Any, users: list[str]) -> None:
+    def __init__(self, queue: Any, gateway: Any) -> None:
         self.apps = {Upstream.QUEUE: queue, Upstream.GATEWAY: gateway}
-        self.plan = route_plan(users)
+        self.plan = route_plan()
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] == "lifespan":
@@ -141,7 +142,7 @@ def print_banner(creds: dict[str, Any], queue_url: str, data_dir: Path) -> None:
 async def serve(args: argparse.Namespace, creds: dict[str, Any], redis_url: str) -> None:
     queue = create_app(queue_settings(creds, redis_url))
     gateway = create_gateway(gateway_settings(args, args.data_dir))
-    app = Dispatcher(queue, gateway, list(creds["participants"]))
+    app = Dispatcher(queue, gateway)
     server = EmbeddedServer(
         uvicorn.Config(app, host=args.host, port=args.port, log_level="warning")
     )

@@ -104,6 +104,16 @@ WORKFLOW = {
 }
 
 
+async def submit_many(client: httpx.AsyncClient, n: int, **extra: Any) -> list[str]:
+    """Submit `n` jobs of WORKFLOW (with `extra` fields) one after another; their ids."""
+    ids = []
+    for _ in range(n):
+        r = await client.post("/api/jobs", json={"workflow": WORKFLOW, **extra})
+        assert r.status_code == 201, r.text
+        ids.append(r.json()["id"])
+    return ids
+
+
 @dataclass
 class WorkerClient:
     """The worker side of the protocol, as a GPU host would speak it."""

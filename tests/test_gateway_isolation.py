@@ -408,3 +408,25 @@ async def test_bad_input_gets_comfyuis_4xx(
         assert r.json()["error"]["type"] == body and r.json()["node_errors"] is not None
     else:
         assert r.text == body
+
+
+async def test_a_reset_or_disabled_participant_is_signed_out_at_once(
+    stack: tuple[Stack, Any],
+) -> None:
+    """The gateway caches sign-ins (`auth_cache_s`), but a session the queue ended (password
+    reset, user disabled) is answered with the Basic challenge at once, and the old password
+    does not work again from the cache. A participant added at runtime works at once too."""
+    s, _ = stack
+    admin = await s.queue.client("admin")
+    for uid, end in (("user901", "reset-password"), ("user902", "disable")):
+        r = await admin.post("/api/admin/users", json={"id": uid, "password": "late-password"})
+        assert r.status_code == 201, r.text
+        person = httpx.AsyncClient(base_url=s.gateway_url, auth=(uid, "late-password"))
+        assert (await person.get(f"/{uid}/history")).status_code == 200
+        assert (await admin.post(f"/api/admin/users/{uid}/{end}", json={})).is_success
+        for path in (f"/{uid}/history", f"/{uid}/queue"):
+            r = await person.get(path)
+            assert r.status_code == 401, (uid, path, r.status_code, r.text)
+            assert r.headers["WWW-Authenticate"].startswith(f'Basic realm="ComfyUI ({uid})"')
+        await person.aclose()
+    await admin.aclose()

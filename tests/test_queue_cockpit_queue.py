@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from tests.queue_harness import WORKFLOW, QueueHarness, WorkerClient, events
+from tests.queue_harness import WORKFLOW, QueueHarness, WorkerClient, events, submit_many
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -53,15 +53,6 @@ async def test_pause_and_resume_are_idempotent(queue: QueueHarness) -> None:
     await admin.aclose()
 
 
-async def _submit(client, n: int, **extra) -> list[str]:  # type: ignore[no-untyped-def]
-    ids = []
-    for _ in range(n):
-        r = await client.post("/api/jobs", json={"workflow": WORKFLOW, **extra})
-        assert r.status_code == 201, r.text
-        ids.append(r.json()["id"])
-    return ids
-
-
 async def _lease_order(worker: WorkerClient, n: int) -> list[str]:
     """Lease and complete n jobs; their ids in lease order."""
     order = []
@@ -78,8 +69,8 @@ async def _lease_order(worker: WorkerClient, n: int) -> list[str]:
 async def test_a_bumped_job_is_leased_before_every_other(queue: QueueHarness, mode: str) -> None:
     admin, alice, bob = [await queue.client(u) for u in ("admin", "alice", "bob")]
     assert (await admin.put("/api/admin/mode", json={"mode": mode})).status_code == 200
-    a = await _submit(alice, 3)
-    b = await _submit(bob, 3)
+    a = await submit_many(alice, 3)
+    b = await submit_many(bob, 3)
     async with events(queue, "admin") as stream:
         r = await admin.post(f"/api/admin/jobs/{b[2]}/bump")
         assert r.status_code == 200, r.text
@@ -104,7 +95,7 @@ async def test_a_bumped_job_is_leased_before_every_other(queue: QueueHarness, mo
 
 async def test_bump_refuses_jobs_that_are_not_queued(queue: QueueHarness) -> None:
     admin, alice = await queue.client("admin"), await queue.client("alice")
-    (job,) = await _submit(alice, 1)
+    (job,) = await submit_many(alice, 1)
     worker = await WorkerClient.register(queue, "w0")
     lease = await worker.lease()
     r = await admin.post(f"/api/admin/jobs/{job}/bump")
@@ -120,15 +111,15 @@ async def test_bump_refuses_jobs_that_are_not_queued(queue: QueueHarness) -> Non
 
 async def test_front_submits_are_for_admins_and_instructors(queue: QueueHarness) -> None:
     admin, alice, carol = [await queue.client(u) for u in ("admin", "alice", "carol")]
-    first = await _submit(alice, 2)
+    first = await submit_many(alice, 2)
     r = await alice.post("/api/jobs", json={"workflow": WORKFLOW, "front": True})
     assert r.status_code == 403
     assert r.json() == {
         "detail": "only admins and instructors may queue a job at the front (front: true)"
     }
-    (demo,) = await _submit(carol, 1, front=True)  # carol is an instructor
+    (demo,) = await submit_many(carol, 1, front=True)  # carol is an instructor
     assert (await carol.get(f"/api/jobs/{demo}")).json()["position"] == 1
-    (urgent,) = await _submit(admin, 1, front=True, user="alice")
+    (urgent,) = await submit_many(admin, 1, front=True, user="alice")
     worker = await WorkerClient.register(queue, "w0")
     assert await _lease_order(worker, 4) == [urgent, demo, *first]
     for c in (admin, alice, carol, worker):
@@ -137,8 +128,8 @@ async def test_front_submits_are_for_admins_and_instructors(queue: QueueHarness)
 
 async def test_a_front_job_keeps_its_place_when_released_or_cancelled(queue: QueueHarness) -> None:
     admin, alice, bob = [await queue.client(u) for u in ("admin", "alice", "bob")]
-    a = await _submit(alice, 2)
-    (b,) = await _submit(bob, 1)
+    a = await submit_many(alice, 2)
+    (b,) = await submit_many(bob, 1)
     await admin.post(f"/api/admin/jobs/{b}/bump")
     worker = await WorkerClient.register(queue, "w0")
     lease = await worker.lease()

@@ -189,6 +189,12 @@ async def test_stats_after_jobs_of_two_users(queue: QueueHarness) -> None:
     else:  # the calls straddled a minute: the waits are in the last two buckets
         assert len(measured) <= 2 and measured[-1]["t"] >= t[-2]
         assert 60 <= max(p["max"] for p in measured) <= 60 + slack
+    # The per-minute counters expire (2 h): memory stays bounded however long the day.
+    counters = [k async for k in store.redis.scan_iter(match=store.key("tput", "*"))]
+    counters += [k async for k in store.redis.scan_iter(match=store.key("waits", "*"))]
+    assert counters
+    for key in counters:
+        assert 0 < await store.redis.ttl(key) <= 7200, key
     for c in (admin, alice, bob, w0):
         await c.aclose()
 

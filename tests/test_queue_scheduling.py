@@ -5,20 +5,10 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-import httpx
 import redis.asyncio as aioredis
 
 from services.contracts import EventType, Mode, Role
-from tests.queue_harness import WORKFLOW, MakeQueue, QueueHarness, WorkerClient
-
-
-async def _submit(client: httpx.AsyncClient, n: int, **extra: Any) -> list[str]:
-    ids = []
-    for _ in range(n):
-        r = await client.post("/api/jobs", json={"workflow": WORKFLOW, **extra})
-        assert r.status_code == 201, r.text
-        ids.append(r.json()["id"])
-    return ids
+from tests.queue_harness import WORKFLOW, MakeQueue, QueueHarness, WorkerClient, submit_many
 
 
 async def _set_mode(queue: QueueHarness, mode: str) -> None:
@@ -45,8 +35,8 @@ async def test_fair_mode_serves_the_one_job_user_within_two(make_queue: MakeQueu
     async with make_queue(max_queued_per_user=100, max_running_per_user=100) as queue:
         await _set_mode(queue, Mode.FAIR)
         alice, bob = await queue.client("alice"), await queue.client("bob")
-        a_ids = await _submit(alice, 50)
-        (b_id,) = await _submit(bob, 1)
+        a_ids = await submit_many(alice, 50)
+        (b_id,) = await submit_many(bob, 1)
         assert (await bob.get(f"/api/jobs/{b_id}")).json()["position"] <= 2
         worker = await WorkerClient.register(queue, "w0")
         served = [j["id"] for j in await _drain(worker, 2)]
@@ -62,8 +52,8 @@ async def test_fair_mode_round_robins_between_users(make_queue: MakeQueue) -> No
     async with make_queue(max_running_per_user=100) as queue:
         await _set_mode(queue, Mode.FAIR)
         alice, bob = await queue.client("alice"), await queue.client("bob")
-        await _submit(alice, 4)
-        await _submit(bob, 4)
+        await submit_many(alice, 4)
+        await submit_many(bob, 4)
         worker = await WorkerClient.register(queue, "w0")
         users = [j["user"] for j in await _drain(worker, 8)]
         # Alice was first in line; after that they alternate.
@@ -76,7 +66,8 @@ async def test_fifo_mode_serves_in_submission_order(make_queue: MakeQueue) -> No
     async with make_queue(max_queued_per_user=100, max_running_per_user=100) as queue:
         await _set_mode(queue, Mode.FIFO)
         alice, bob = await queue.client("alice"), await queue.client("bob")
-        order = await _submit(alice, 5) + await _submit(bob, 1) + await _submit(alice, 2)
+        order = await submit_many(alice, 5) + await submit_many(bob, 1)
+        order += await submit_many(alice, 2)
         last = order[-1]
         assert (await alice.get(f"/api/jobs/{last}")).json()["position"] == 8
         worker = await WorkerClient.register(queue, "w0")
@@ -92,9 +83,9 @@ async def test_priority_mode_serves_instructors_first_fair_within_level(
         await _set_mode(queue, Mode.PRIORITY)
         alice, bob = await queue.client("alice"), await queue.client("bob")
         carol, admin = await queue.client("carol"), await queue.client("admin")
-        await _submit(alice, 2)
-        await _submit(bob, 2)
-        await _submit(carol, 2)  # instructor: level 1
+        await submit_many(alice, 2)
+        await submit_many(bob, 2)
+        await submit_many(carol, 2)  # instructor: level 1
         r = await admin.post("/api/jobs", json={"workflow": WORKFLOW})  # admin: level 2
         admin_job = r.json()
         assert admin_job["priority"] == 2
@@ -114,8 +105,8 @@ async def test_mode_switch_takes_effect_at_the_next_lease(make_queue: MakeQueue)
     async with make_queue(max_queued_per_user=100, max_running_per_user=100) as queue:
         await _set_mode(queue, Mode.FIFO)
         alice, bob = await queue.client("alice"), await queue.client("bob")
-        await _submit(alice, 3)
-        await _submit(bob, 1)
+        await submit_many(alice, 3)
+        await submit_many(bob, 1)
         worker = await WorkerClient.register(queue, "w0")
         assert [j["user"] for j in await _drain(worker, 1)] == ["alice"]
         await _set_mode(queue, Mode.FAIR)  # Bob has never been served: he is next.
@@ -127,11 +118,11 @@ async def test_mode_switch_takes_effect_at_the_next_lease(make_queue: MakeQueue)
 async def test_queued_limit_gives_429(make_queue: MakeQueue) -> None:
     async with make_queue(max_queued_per_user=3) as queue:
         alice, bob = await queue.client("alice"), await queue.client("bob")
-        await _submit(alice, 3)
+        await submit_many(alice, 3)
         r = await alice.post("/api/jobs", json={"workflow": WORKFLOW})
         assert r.status_code == 429
         assert "3 queued jobs" in r.json()["detail"] and "limit 3" in r.json()["detail"]
-        await _submit(bob, 1)  # the limit is per user
+        await submit_many(bob, 1)  # the limit is per user
         assert len((await alice.get("/api/jobs")).json()) == 3  # nothing half-written
         for c in (alice, bob):
             await c.aclose()
@@ -141,8 +132,8 @@ async def test_running_limit_parks_the_user_until_a_job_ends(make_queue: MakeQue
     async with make_queue(max_running_per_user=1) as queue:
         await _set_mode(queue, Mode.FIFO)
         alice, bob = await queue.client("alice"), await queue.client("bob")
-        a1, a2 = await _submit(alice, 2)
-        (b1,) = await _submit(bob, 1)
+        a1, a2 = await submit_many(alice, 2)
+        (b1,) = await submit_many(bob, 1)
         w1 = await WorkerClient.register(queue, "w0")
         w2 = await WorkerClient.register(queue, "w1")
         first = await w1.lease()
@@ -167,8 +158,8 @@ async def test_a_service_started_with_another_running_limit_applies_it(
     async with make_queue(max_running_per_user=1) as queue:
         await _set_mode(queue, Mode.FIFO)
         alice, bob = await queue.client("alice"), await queue.client("bob")
-        a1, a2 = await _submit(alice, 2)
-        b1, b2, _b3 = await _submit(bob, 3)  # b3 still waits at the end
+        a1, a2 = await submit_many(alice, 2)
+        b1, b2, _b3 = await submit_many(bob, 3)  # b3 still waits at the end
         w0, w1 = [await WorkerClient.register(queue, n) for n in ("w0", "w1")]
         assert (await w0.lease())["job"]["id"] == a1  # Alice is at her limit now
         assert (await w1.lease())["job"]["id"] == b1
@@ -194,10 +185,10 @@ async def test_a_freed_slot_wakes_a_parked_worker_and_nothing_else_does(
         alice, bob = await queue.client("alice"), await queue.client("bob")
         w1 = await WorkerClient.register(queue, "w0")
         w2 = await WorkerClient.register(queue, "w1")
-        (b1,) = await _submit(bob, 1)
+        (b1,) = await submit_many(bob, 1)
         lease_b = await w1.lease()
         await w1.call(b1, "complete", lease_b["lease_id"], outputs={})  # frees nothing waiting
-        a1, a2 = await _submit(alice, 2)
+        a1, a2 = await submit_many(alice, 2)
         first = await w1.lease()
         assert first["job"]["id"] == a1
         parked = asyncio.create_task(w2.lease(wait_s=20))  # a2 waits behind Alice's limit
@@ -264,7 +255,7 @@ async def test_fair_mode_counts_a_user_once_across_levels(make_queue: MakeQueue)
     async with make_queue(max_queued_per_user=100, max_running_per_user=100) as queue:
         await _set_mode(queue, Mode.FAIR)
         alice, bob, admin = [await queue.client(u) for u in ("alice", "bob", "admin")]
-        a_ids = await _submit(alice, 2)  # level 0: her token says participant
+        a_ids = await submit_many(alice, 2)  # level 0: her token says participant
         r = await admin.put(
             "/api/admin/users/alice", json={"password": "alice-password", "role": Role.INSTRUCTOR}
         )
@@ -272,7 +263,7 @@ async def test_fair_mode_counts_a_user_once_across_levels(make_queue: MakeQueue)
         r = await admin.post("/api/jobs", json={"workflow": WORKFLOW, "user": "alice"})
         assert r.status_code == 201 and r.json()["priority"] == 1
         a_ids.append(r.json()["id"])
-        b_ids = await _submit(bob, 2)
+        b_ids = await submit_many(bob, 2)
         worker = await WorkerClient.register(queue, "w0")
         jobs = await _drain(worker, 5)
         assert [j["user"] for j in jobs] == ["alice", "bob", "alice", "bob", "alice"]

@@ -10,6 +10,8 @@ import hashlib
 import json
 from typing import Any
 
+import httpx
+import pytest
 import redis.asyncio as aioredis
 
 from services.contracts import EventType, JobState
@@ -396,3 +398,32 @@ async def test_a_waiting_heartbeat_answers_at_once_when_a_held_job_is_cancelled(
     assert sorted(answer["cancel"]) == sorted([running["id"], prefetched["id"]])
     for c in (alice, worker):
         await c.aclose()
+
+
+async def test_a_released_worker_is_leased_nothing_and_stays_gone(redis_url: str) -> None:
+    """A worker that stops drops its waiting long-poll and releases: the handler still waiting
+    for it must not lease it the next job, and a late heartbeat must not bring it back."""
+    async with start_queue(queue_settings(redis_url)) as queue:
+        alice, admin = await queue.client("alice"), await queue.client("admin")
+        gone = await WorkerClient.register(queue, "w0")
+        async with asyncio.timeout(15):
+            stale = asyncio.create_task(gone.lease(wait_s=3))
+            await _until_idle_marked(redis_url, "w0")  # its poll waits in the handler
+            r = await gone.http.post("/api/worker/release", json={"worker_id": "w0"})
+            assert r.status_code == 200, r.text
+            other = await WorkerClient.register(queue, "w1")
+            fresh = asyncio.create_task(other.lease(wait_s=8))
+            await _until_idle_marked(redis_url, "w1")
+            job = (await alice.post("/api/jobs", json={"workflow": WORKFLOW})).json()
+            assert (await fresh)["job"]["id"] == job["id"]
+            with pytest.raises(httpx.HTTPStatusError) as refused:
+                await stale  # the poll it dropped: had its client stayed, "not registered"
+            assert refused.value.response.status_code == 403
+            r = await gone.http.post(
+                "/api/worker/heartbeat", json={"worker_id": "w0", "leases": []}
+            )
+            assert r.status_code == 200
+        listed = [w["id"] for w in (await admin.get("/api/admin/workers")).json()]
+        assert listed == ["w1"]
+        for c in (alice, admin, gone, other):
+            await c.aclose()

@@ -16,8 +16,17 @@ from PIL import Image
 
 from services.contracts import EventType, JobState, input_key
 from services.local_redis import free_port
+from services.worker.worker import Worker
+from tests.comfyui_double import start_double
 from tests.queue_harness import QueueHarness
-from tests.worker_harness import dir_storage, one_worker, submit, txt2img, until
+from tests.worker_harness import (
+    dir_storage,
+    one_worker,
+    submit,
+    txt2img,
+    until,
+    worker_settings,
+)
 
 BUCKET = "worker-test-files"
 
@@ -366,3 +375,25 @@ async def test_preview_frames_are_relayed_throttled_when_asked_for(
         with Image.open(io.BytesIO(base64.b64decode(preview["image"]))) as image:
             assert image.format == "JPEG"
     await alice.aclose()
+
+
+async def test_an_idle_worker_stops_at_once_and_leaves_the_queue(
+    queue: QueueHarness, tmp_path: Path
+) -> None:
+    """Stopping does not wait out the lease long-poll (20 s by default): a host being shut
+    down gives the worker seconds, and the queue must hear it left."""
+    async with start_double(tmp_path / "comfy") as comfy:
+        settings = worker_settings(queue, comfy.url, dir_storage(tmp_path), lease_wait_s=20)
+        worker = Worker(settings)
+        task = asyncio.create_task(worker.run(handle_signals=False))
+        await until(lambda: bool(worker._polls) or task.done(), what="a waiting lease poll")
+        assert not task.done()
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+        worker.stop("test")
+        async with asyncio.timeout(15):
+            assert await task == 0
+        assert loop.time() - began < 5
+        admin = await queue.client("admin")
+        assert (await admin.get("/api/admin/workers")).json() == []
+        await admin.aclose()

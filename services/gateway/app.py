@@ -23,7 +23,7 @@ from starlette.responses import RedirectResponse, Response
 from starlette.types import Message, Receive, Scope, Send
 from starlette.websockets import WebSocket
 
-from services.contracts import PARTICIPANT_RE
+from services.contracts import RESERVED_SEGMENTS, USER_ID_SEGMENT, validate_user_id
 from services.gateway import info, responses, routes
 from services.gateway.auth import COOKIE, Authenticator, Caller, Unauthorized
 from services.gateway.bridge import Bridge
@@ -37,13 +37,24 @@ from services.storage import ObjectStore, open_store
 
 log = structlog.get_logger(__name__)
 
-_SPACE = re.compile(r"^/(user\d{3})(/.*)?$")
+#: A participant's space, `/<user id>[/...]`: any valid user id (services/contracts.py), so a
+#: participant the organizer adds at runtime has one at once.
+_SPACE = re.compile(rf"^/({USER_ID_SEGMENT})(/.*)?$")
 #: Frontend files the page requests at the root, served without a sign-in: they are the
 #: public package's files (FRONTEND.md).
 ROOT_STATIC = ("/assets/", "/cursor/", "/docs/")
 ROOT_API = "/api/"
 #: Room for the multipart envelope around an upload of the largest allowed size.
 _MULTIPART_SLACK = 64 * 1024
+
+
+
+def _is_user_id(name: str) -> bool:
+    try:
+        validate_user_id(name)
+    except ValueError:
+        return False
+    return True
 
 
 class _BodyLimit:
@@ -131,7 +142,7 @@ class GatewayApp:
         path: str = scope["path"]
         raw = (scope.get("raw_path") or path.encode()).decode("latin-1").split("?", 1)[0]
         m = _SPACE.match(raw)
-        if m is not None:
+        if m is not None and m[1].lower() not in RESERVED_SEGMENTS:
             await self._space(gw, scope, receive, send, m[1], m[2])
         elif raw.startswith(ROOT_STATIC) and scope["type"] == "http":
             await self._static(gw, scope, receive, send, unquote(raw[1:]))
@@ -171,7 +182,7 @@ class GatewayApp:
             target = f"/{name}/" + (f"?{query}" if query else "")
             await self._answer(scope, receive, send, RedirectResponse(target, 308))
             return
-        if not PARTICIPANT_RE.match(name):
+        if not _is_user_id(name):
             await self._answer(scope, receive, send, responses.http_error(404))
             return
         try:
@@ -260,8 +271,12 @@ class GatewayApp:
             response = _queue_down()
         except QueueRefused as exc:
             log.warning("queue refused", status=exc.status, detail=exc.detail)
-            status = exc.status if 400 <= exc.status < 500 else 502
-            response = responses.text(exc.detail, status)
+            if exc.status == 401:  # the caller's session ended at the queue: sign in again
+                gw.auth.forget(space.caller.token)
+                response = _unauthorized(space.name, "session ended: sign in again")
+            else:
+                status = exc.status if 400 <= exc.status < 500 else 502
+                response = responses.text(exc.detail, status)
         except Exception as exc:
             from starlette.formparsers import MultiPartException
 

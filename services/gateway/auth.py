@@ -63,6 +63,13 @@ class Authenticator:
             return None
         return hit[0]
 
+    def forget(self, token: str) -> None:
+        """The queue refused this caller's token (their password was reset, or they were
+        disabled): their cached credentials go too, so the next request asks the queue again
+        and the browser is challenged, instead of working on for `cache_s`."""
+        for key in [k for k, (caller, _) in self._cache.items() if caller.token == token]:
+            del self._cache[key]
+
     def _remember(self, key: bytes, caller: Caller) -> None:
         if len(self._cache) >= _MAX_CACHED:
             self._cache.clear()

@@ -8,6 +8,13 @@ else a fresh UUID (brief 5.0). A partially valid prompt (HTTP 200 with `node_err
 queued with only the nodes its valid outputs need, so the worker's ComfyUI runs exactly what
 ComfyUI would have run. `/queue` and `/history` are built from the queue's job records in
 ComfyUI's shapes (`services.comfy.shapes`).
+
+`front: true` (the frontend's "Queue Front", ComfyUI's API field) is passed to the queue only
+for an instructor or the admin (the queue's front lane: ahead of every participant's waiting
+job, as an admin's bump). A participant's `front` is ignored: the prompt is queued in its
+normal place and answered 200 as usual. ComfyUI itself never refuses `front` (it only moves a
+prompt ahead of its single user's own queue), so an error would be a refusal ComfyUI's
+clients do not expect; and in a shared queue "ahead of me" would mean ahead of the others.
 """
 
 from __future__ import annotations
@@ -230,7 +237,7 @@ async def post_prompt(request: Request, gw: Gateway, space: Space) -> Response:
     if client_id is not None:
         submit["client_id"] = client_id
     if body.get("front") and space.caller.role in (Role.INSTRUCTOR, Role.ADMIN):
-        submit["front"] = True
+        submit["front"] = True  # a participant's front is ignored: see the module docstring
     if space.acting_for:
         submit["user"] = space.name
     try:

@@ -16,7 +16,7 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from services.contracts import REDIS_PORT, Mode, Role
+from services.contracts import REDIS_PORT, Mode, Role, validate_user_id
 
 
 class UserSeed(BaseModel):
@@ -88,6 +88,7 @@ class QueueSettings(BaseSettings):
     def _parse_json(cls, value: Any) -> Any:
         return _json_mapping(value)
 
+    # validate_user_id (services/contracts.py): also refuses the route plan's root names.
     @field_validator("users")
     @classmethod
     def _valid_user_ids(cls, value: dict[str, UserSeed]) -> dict[str, UserSeed]:
@@ -105,9 +106,3 @@ class QueueSettings(BaseSettings):
             )
         return self
 
-
-def validate_user_id(uid: str) -> str:
-    """User ids go into Redis keys and URLs: keep them short and plain."""
-    if not (1 <= len(uid) <= 64) or not all(c.isalnum() or c in "-_." for c in uid):
-        raise ValueError(f"invalid user id {uid!r}: use 1-64 letters, digits, '-', '_' or '.'")
-    return uid

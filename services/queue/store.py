@@ -87,6 +87,8 @@ class Claim:
 
     cancel: list[str]
     drain: bool = False
+    #: The worker released (left): it is leased nothing until it registers again.
+    released: bool = False
     job: Job | None = None
     lease_id: str = ""
     workflow_json: bytes = b""
@@ -173,10 +175,12 @@ def job_from_hash(fields: dict[str, str], position: int | None = None) -> Job:
 
 
 def _claim(result: list[Any], lease_id: str) -> Claim:
-    """Parse claim's reply: {cancel} or {cancel, job hash, workflow, extra_data}."""
+    """Parse claim's reply: {cancel}, {cancel, 'drain' | 'released'}, or {cancel, job hash,
+    workflow, extra_data}."""
     cancel = sorted(_text(c) or "" for c in result[0])
-    if len(result) <= 2:  # nothing leased; {cancel, 'drain'} for a draining worker
-        return Claim(cancel=cancel, drain=len(result) == 2)
+    if len(result) <= 2:  # nothing leased
+        why = _text(result[1]) if len(result) == 2 else None
+        return Claim(cancel=cancel, drain=why == "drain", released=why == "released")
     return Claim(
         cancel=cancel,
         job=job_from_hash(_decode_hash(result[1])),

@@ -509,11 +509,15 @@ class Worker:
                 for run in list(self.runs.values()):
                     run.release()
                 await asyncio.wait(list(self._tasks.values()))
+        # A waiting long-poll is dropped rather than waited out (up to lease_wait_s): a job
+        # it was handed meanwhile is this worker's in the queue, and the release below hands
+        # it back without spending an attempt; after the release the queue leases it nothing.
         polls = list(self._polls.values())
-        if polls:  # a poll the queue still holds may bring a job: it is handed back at once
-            await asyncio.wait(polls, timeout=self.settings.lease_wait_s + 35)
-            if self._tasks:
-                await asyncio.wait(list(self._tasks.values()))
+        for poll in polls:
+            poll.cancel()
+        await asyncio.gather(*polls, return_exceptions=True)
+        if self._tasks:
+            await asyncio.wait(list(self._tasks.values()))
         with contextlib.suppress(QueueUnavailable, QueueRefused, LeaseLost):
             released = await self.queue.release()
             log.info("left the queue", released=released)

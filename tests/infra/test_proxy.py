@@ -22,15 +22,16 @@ from services.contracts import (
     GATEWAY_PORT,
     NOT_ROUTED_MESSAGE,
     QUEUE_PORT,
+    RESERVED_SEGMENTS,
     Upstream,
     route_for,
     route_plan,
+    validate_user_id,
 )
 from tests.infra.conftest import free_port, tool
 from tests.infra.harness import CLOUDFLARE_IPV4, CLOUDFLARE_IPV6
 
 DOMAIN = "workshop.example.org"
-USERS = tuple(f"user{i:03d}" for i in range(1, 201))
 CF_RANGES = (*CLOUDFLARE_IPV4, *CLOUDFLARE_IPV6)
 
 
@@ -80,7 +81,7 @@ def local_caddyfile(directory: Path, text: str, port: int | None = None) -> Path
 
 
 def test_route_plan_order_and_frontend_root_paths():
-    plan = route_plan(("user001", "user002"))
+    plan = route_plan()
 
     def where(path: str) -> Upstream | None:
         route = route_for(path, plan)
@@ -102,11 +103,56 @@ def test_route_plan_order_and_frontend_root_paths():
     ):
         assert where(path) is Upstream.GATEWAY, path
     assert where("/api/viewx") is Upstream.QUEUE
-    assert where("/user003/") is None and where("/") is None and where("/api") is None
+    # Participants by pattern: any valid user id, configured or added at runtime.
+    for user in ("user003", "user999", "a.b-c_d", "Late_Comer", "x" * 64):
+        assert where(f"/{user}") is Upstream.REDIRECT, user
+        assert where(f"/{user}/") is Upstream.GATEWAY, user
+        assert where(f"/{user}/api/prompt") is Upstream.GATEWAY, user
+    # The fixed root paths come first; without their slash they take the redirect.
+    assert where("/assets/x") is Upstream.GATEWAY and where("/ADMIN/x") is Upstream.QUEUE
+    assert where("/api") is Upstream.REDIRECT and where("/admin") is Upstream.QUEUE
+    for path in ("/", "/" + "x" * 65 + "/", "/a b/", "/caf\u00e9/", "//"):
+        assert where(path) is None, path
+
+
+def test_reserved_segments_come_from_the_plan():
+    assert {"api", "admin", "assets", "cursor", "docs"} == RESERVED_SEGMENTS
+    # Each reserved name really is routed elsewhere, so no participant could live there.
+    for name in RESERVED_SEGMENTS:
+        route = route_for(f"/{name}/x", route_plan())
+        assert route is not None and route.regexp is None, name
+
+
+@pytest.mark.parametrize("uid", ["user001", "a.b-c_d", "User-7", "x" * 64, "a..b", ".hidden"])
+def test_validate_user_id_accepts(uid):
+    assert validate_user_id(uid) == uid
+
+
+@pytest.mark.parametrize(
+    ("uid", "why"),
+    [
+        ("api", "reserved"),
+        ("Admin", "reserved"),
+        ("ASSETS", "reserved"),
+        ("cursor", "reserved"),
+        ("docs", "reserved"),
+        (".", "only of dots"),
+        ("..", "only of dots"),
+        ("...", "only of dots"),
+        ("", "1-64"),
+        ("x" * 65, "1-64"),
+        ("a/b", "1-64"),
+        ("a b", "1-64"),
+        ("caf\u00e9", "1-64"),
+    ],
+)
+def test_validate_user_id_refuses(uid, why):
+    with pytest.raises(ValueError, match=why):
+        validate_user_id(uid)
 
 
 def test_caddy_validates_the_rendered_config(tmp_path):
-    text = render_caddyfile(DOMAIN, USERS, CF_RANGES)
+    text = render_caddyfile(DOMAIN, CF_RANGES)
     conf = local_caddyfile(tmp_path, text)
     caddy = caddy_binary()
     res = subprocess.run(
@@ -133,7 +179,7 @@ def test_caddy_validates_the_rendered_config(tmp_path):
 
 def test_caddy_rejects_a_broken_config(tmp_path):
     """The validator really runs: a config with an unknown directive fails."""
-    text = render_caddyfile(DOMAIN, USERS[:2], CF_RANGES).replace("encode", "encodez")
+    text = render_caddyfile(DOMAIN, CF_RANGES).replace("encode", "encodez")
     conf = local_caddyfile(tmp_path, text)
     res = subprocess.run(
         [caddy_binary(), "validate", "--config", str(conf), "--adapter", "caddyfile"],
@@ -183,7 +229,7 @@ def _running_caddy(tmp_path: Path, trusted: tuple[str, ...]) -> Iterator[Origin]
     stubs = {u: _stub(u.value) for u in (Upstream.QUEUE, Upstream.GATEWAY)}
     upstreams = {u: f"127.0.0.1:{s.server_address[1]}" for u, s in stubs.items()}
     port = free_port()
-    text = render_caddyfile(DOMAIN, ("user001", "user002"), trusted, upstreams=upstreams)
+    text = render_caddyfile(DOMAIN, trusted, upstreams=upstreams)
     conf = local_caddyfile(tmp_path, text, port=port)
     env = {"HOME": str(tmp_path), "XDG_DATA_HOME": str(tmp_path), "XDG_CONFIG_HOME": str(tmp_path)}
     proc = subprocess.Popen(
@@ -231,7 +277,21 @@ PROBES = (
     "/user001",
     "/USER001/",
     "/user002/api/prompt",
+    # Participants no list names (e.g. added at runtime): routed by pattern alike.
     "/user003/",
+    "/user204",
+    "/a.b-c_d/",
+    "/Late_Comer/api/prompt?x=1",
+    "/" + "x" * 64 + "/",
+    "/" + "x" * 65 + "/",
+    # The reserved root names, in any case, with and without their slash.
+    "/ADMIN",
+    "/Admin/x",
+    "/assets",
+    "/ASSETS/x.js",
+    "/Cursor/brush.png",
+    "/docs",
+    "/API/jobs",
     "/assets/favicon.ico",
     "/cursor/brush.png",
     "/docs/x",
@@ -242,7 +302,7 @@ PROBES = (
 
 def test_caddy_routes_exactly_as_the_contract_says(caddy_untrusting):
     """Local mode dispatches by `route_for`; Caddy, rendered from the same plan, agrees."""
-    plan = route_plan(("user001", "user002"))
+    plan = route_plan()
     for probe in PROBES:
         path = probe.split("?", 1)[0]
         r = caddy_untrusting.get(probe, follow_redirects=False)
@@ -269,8 +329,9 @@ def test_client_ip_is_taken_from_cloudflare(tmp_path):
 
 
 def test_default_upstreams_are_the_containers_on_the_edge_network():
-    text = render_caddyfile(DOMAIN, ("user001",), CF_RANGES)
+    text = render_caddyfile(DOMAIN, CF_RANGES)
+    assert "user0" not in text  # participants by pattern: the file lists none
     assert f"reverse_proxy queue:{QUEUE_PORT} {{" in text
     assert f"reverse_proxy gateway:{GATEWAY_PORT} {{" in text
     with pytest.raises(ValueError, match="Cloudflare"):
-        render_caddyfile(DOMAIN, ("user001",), ())
+        render_caddyfile(DOMAIN, ())

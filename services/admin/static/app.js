@@ -1,54 +1,34 @@
 // The organizer's cockpit: signs in as an admin, loads the admin API, then stays live over
 // /api/events (resuming with ?since= after a drop). No build step, no libraries: the DOM is
-// updated in place (rows keyed by job, worker and user) so keyboard focus survives updates.
+// updated in place (rows keyed by job, worker and user) so keyboard focus and half-typed
+// limits survive updates.
+
+import { api, detail, session } from "./api.js";
+import { throughputChart, waitChart } from "./charts.js";
+import { dur, etaText, eur, shortId } from "./format.js";
 
 const $ = (sel) => document.querySelector(sel);
 const LIVE = ["queued", "leased", "running"];
 const FINAL = ["succeeded", "failed", "cancelled"];
-const STATE_EVENTS = new Set([...LIVE, ...FINAL, "requeued", "cancel_requested", "declined"]);
+const STATE_EVENTS = new Set([...LIVE, ...FINAL, "requeued", "cancel_requested", "declined", "bumped"]);
 const KEEP_FINISHED = 10;
+/** Workers' health lines come with their heartbeats, which send no event: look again. */
+const CORE_POLL_MS = 3000;
+const SLOW_POLL_MS = 10000;
 
 const st = {
-  token: sessionStorage.getItem("cockpit-token"),
   jobs: new Map(),
   workers: [],
   users: [],
-  usage: new Map(),
+  cost: new Map(),
   lastEvent: null,
   ws: null,
   wsDelay: 1000,
-  refreshTimer: null,
-  refreshing: false,
-  refreshAgain: false,
   timers: [],
   paused: false,
+  /** Passwords this page was shown (add, reset, a fresh sheet): for a sheet without reset. */
+  issued: new Map(),
 };
-
-// -- API -------------------------------------------------------------------------------------
-async function api(method, path, body) {
-  const opts = { method, headers: { Authorization: `Bearer ${st.token}` } };
-  if (body !== undefined) {
-    opts.headers["Content-Type"] = "application/json";
-    opts.body = JSON.stringify(body);
-  }
-  let r;
-  try {
-    r = await fetch(path, opts);
-  } catch (err) {
-    return { ok: false, status: 0, data: null, error: `queue unreachable (${err.message})` };
-  }
-  const data = await r.json().catch(() => null);
-  if (r.status === 401 && st.token) signOut("Your session ended: sign in again.");
-  const error = r.ok ? null : detail(data, r.status);
-  return { ok: r.ok, status: r.status, data, error };
-}
-
-function detail(data, status) {
-  if (data && typeof data.detail === "string") return data.detail;
-  if (data && data.detail) return JSON.stringify(data.detail);
-  if (data && data.error && data.error.message) return data.error.message;
-  return `HTTP ${status}`;
-}
 
 function say(text, bad = false) {
   const el = $("#action-msg");
@@ -56,11 +36,18 @@ function say(text, bad = false) {
   el.classList.toggle("error", bad);
 }
 
+/** Show a password once, in its own box, until hidden or replaced. */
+function showSecret(what, password) {
+  $("#secret-text").textContent = what;
+  $("#secret-value").textContent = password;
+  $("#secret").hidden = false;
+}
+
 async function act(what, method, path, body) {
   const r = await api(method, path, body);
   if (r.ok) say(`${what}: done`);
-  else say(`${what} failed: ${r.status === 404 ? "not available on this queue (404)" : r.error}`, true);
-  scheduleRefresh(0);
+  else say(`${what} failed: ${r.error}`, true);
+  core.soon(0);
   return r;
 }
 
@@ -94,44 +81,47 @@ async function login(ev) {
     return;
   }
   $("#login-password").value = "";
-  st.token = data.access_token;
-  sessionStorage.setItem("cockpit-token", st.token);
+  session.set(data.access_token);
   await start();
 }
 
 async function checkToken() {
-  const r = await fetch("/api/me", { headers: { Authorization: `Bearer ${st.token}` } });
+  const r = await fetch("/api/me", { headers: { Authorization: `Bearer ${session.token}` } });
   const me = r.ok ? await r.json() : null;
   return me && me.role === "admin";
 }
 
 function signOut(message = "") {
-  st.token = null;
-  sessionStorage.removeItem("cockpit-token");
+  session.set(null);
   if (st.ws) { st.ws.onclose = null; st.ws.close(); st.ws = null; }
   st.timers.forEach(clearInterval);
   st.timers = [];
+  st.issued.clear();
+  $("#secret").hidden = true;
   $("#dash").hidden = true;
   $("#logout").hidden = true;
   $("#login").hidden = false;
   $("#live").textContent = "signed out";
+  $("#live").dataset.live = "0";
   $("#login-error").textContent = message;
 }
+session.onUnauthorized(() => signOut("Your session ended: sign in again."));
 
 async function start() {
   $("#login").hidden = true;
   $("#dash").hidden = false;
   $("#logout").hidden = false;
   connect();
-  await Promise.all([refreshCore(), refreshSlow(), loadUsers()]);
+  await Promise.all([refreshCore(), refreshSlow()]);
   st.timers.push(setInterval(renderTimes, 1000));
-  st.timers.push(setInterval(refreshSlow, 15000));
+  st.timers.push(setInterval(() => core.soon(0), CORE_POLL_MS));
+  st.timers.push(setInterval(() => slow.soon(0), SLOW_POLL_MS));
 }
 
 // -- live events -----------------------------------------------------------------------------
 function connect() {
   const proto = location.protocol === "https:" ? "wss:" : "ws:";
-  const q = new URLSearchParams({ token: st.token });
+  const q = new URLSearchParams({ token: session.token });
   if (st.lastEvent) q.set("since", st.lastEvent);
   const ws = new WebSocket(`${proto}//${location.host}/api/events?${q}`);
   st.ws = ws;
@@ -146,7 +136,7 @@ function connect() {
     if (st.ws !== ws) return;
     if (c.code === 4401 || c.code === 4403) { signOut("Your session ended: sign in again."); return; }
     $("#live").textContent = "reconnecting…";
-    setTimeout(() => { if (st.token && st.ws === ws) { connect(); scheduleRefresh(0); } }, st.wsDelay);
+    setTimeout(() => { if (session.token && st.ws === ws) { connect(); core.soon(0); } }, st.wsDelay);
     st.wsDelay = Math.min(st.wsDelay * 2, 10000);
   };
 }
@@ -157,7 +147,9 @@ function onEvent(e) {
   st.lastEvent = e.id;
   const at = eventMs(e.id);
   if (e.type === "mode") { if (e.data && e.data.mode) showMode(e.data.mode); return; }
-  if (e.type === "paused") { setPaused(Boolean(e.data && e.data.paused)); return; }
+  if (e.type === "queue") { setPaused(Boolean(e.data && e.data.paused)); return; }
+  if (e.type === "worker") { core.soon(0); return; }
+  if (e.type === "limits") { slow.soon(0); return; }
   if (!e.job) return;
   let job = st.jobs.get(e.job);
   if (!job) {
@@ -176,24 +168,33 @@ function onEvent(e) {
   if (e.type === "leased") job.leased_at = at;
   if (e.type === "running" && !job.started_at) job.started_at = at;
   if (FINAL.includes(e.type)) job.finished_at = at;
+  // The backlog's ETA, usage and the charts move with submits and ends (coalesced: ~1/s).
+  if (e.type === "queued" || FINAL.includes(e.type)) slow.soon(1000);
   renderSoon();
-  if (STATE_EVENTS.has(e.type)) scheduleRefresh(300);
+  if (STATE_EVENTS.has(e.type)) core.soon(300);
 }
 
 // -- loading ---------------------------------------------------------------------------------
-function scheduleRefresh(delay = 300) {
-  if (st.refreshTimer !== null) return;
-  st.refreshTimer = setTimeout(async () => {
-    st.refreshTimer = null;
-    if (st.refreshing) { st.refreshAgain = true; return; }
-    st.refreshing = true;
-    try { await refreshCore(); } finally { st.refreshing = false; }
-    if (st.refreshAgain) { st.refreshAgain = false; scheduleRefresh(500); }
-  }, delay);
+/** A refresh that runs at most once at a time and coalesces the calls made meanwhile. */
+function coalesced(load) {
+  let timer = null, running = false, again = false;
+  const self = {
+    soon(delay = 300) {
+      if (timer !== null) return;
+      timer = setTimeout(async () => {
+        timer = null;
+        if (running) { again = true; return; }
+        running = true;
+        try { await load(); } finally { running = false; }
+        if (again) { again = false; self.soon(300); }
+      }, delay);
+    },
+  };
+  return self;
 }
 
 async function refreshCore() {
-  if (!st.token) return;
+  if (!session.token) return;
   const asOf = Date.now();
   const [ov, jobs, workers] = await Promise.all([
     api("GET", "/api/admin/overview"),
@@ -204,12 +205,14 @@ async function refreshCore() {
     showMode(ov.data.mode);
     for (const s of LIVE) $(`#n-${s}`).textContent = ov.data.jobs[s] ?? 0;
     for (const s of ["succeeded", "failed"]) $(`#n-${s}`).textContent = (ov.data.finished || {})[s] ?? 0;
+    $("#n-workers").textContent = `${ov.data.workers_alive} / ${ov.data.workers_lost}`;
     if ("paused" in ov.data) setPaused(ov.data.paused);
   }
   if (jobs.ok) mergeJobs(jobs.data, asOf);
   if (workers.ok) st.workers = workers.data;
   renderSoon();
 }
+const core = coalesced(refreshCore);
 
 function mergeJobs(list, asOf) {
   const ids = new Set();
@@ -227,50 +230,45 @@ function mergeJobs(list, asOf) {
 }
 
 async function refreshSlow() {
-  if (!st.token) return;
-  const [usage, stats, cost, eta] = await Promise.all([
-    api("GET", "/api/admin/usage"),
-    api("GET", "/api/admin/stats?minutes=60"),
+  if (!session.token) return;
+  const [users, stats, cost, eta] = await Promise.all([
+    api("GET", "/api/admin/users"),
+    api("GET", "/api/admin/stats"),
     api("GET", "/api/admin/cost"),
     api("GET", "/api/admin/eta"),
   ]);
-  if (usage.ok) st.usage = new Map(usage.data.map((u) => [u.user, u]));
-  const eur = (x) => (typeof x === "number" ? `€${x.toFixed(2)}` : "–");
+  if (users.ok) { st.users = users.data; renderUsers(); }
   $("#cost-total").textContent = cost.ok ? eur(cost.data.total_eur) : "n/a";
   $("#cost-hour").textContent = cost.ok ? eur(cost.data.per_hour_eur) : "n/a";
-  $("#eta-now").textContent = eta.ok ? etaText(eta.data.clear_s, eta.data.backlog) : "n/a";
-  $("#eta-plus").textContent = eta.ok ? etaText(eta.data.clear_s_plus_one, eta.data.backlog) : "n/a";
-  if (stats.ok) charts(stats.data.minutes || []);
+  if (cost.ok) st.cost = new Map(cost.data.workers.map((w) => [w.id, w]));
+  if (eta.ok) {
+    const e = eta.data;
+    $("#eta-now").textContent = etaText(e.clears_in_s, e.backlog);
+    $("#eta-now").dataset.backlog = String(e.backlog);
+    $("#eta-plus").textContent = etaText(e.clears_in_s_with_one_more, e.backlog);
+    $("#eta-note").textContent = e.backlog
+      ? `${e.backlog} queued, ${e.workers} worker(s) leasing, a job takes about ${dur(e.job_s)} of GPU.`
+      : "";
+  } else {
+    $("#eta-now").textContent = $("#eta-plus").textContent = "n/a";
+  }
+  if (stats.ok) {
+    throughputChart($("#chart-done"), stats.data.throughput || []);
+    waitChart($("#chart-wait"), stats.data.wait_s || []);
+  }
   renderSoon();
 }
-
-async function loadUsers() {
-  const r = await api("GET", "/api/admin/users");
-  if (!r.ok) return;
-  st.users = r.data;
-  renderUsers();
-}
+const slow = coalesced(refreshSlow);
 
 // -- rendering -------------------------------------------------------------------------------
 let renderQueued = false;
 function renderSoon() {
   if (renderQueued) return;
   renderQueued = true;
-  requestAnimationFrame(() => { renderQueued = false; renderJobs(); renderByUser(); renderWorkers(); });
+  requestAnimationFrame(() => { renderQueued = false; renderTimes(); });
 }
 
-function dur(s) {
-  if (s === null || s === undefined || !Number.isFinite(s)) return "–";
-  s = Math.max(0, Math.round(s));
-  if (s < 60) return `${s} s`;
-  if (s < 3600) return `${Math.floor(s / 60)} min ${s % 60} s`;
-  return `${Math.floor(s / 3600)} h ${Math.floor((s % 3600) / 60)} min`;
-}
-
-function etaText(s, backlog) {
-  if (backlog === 0) return "nothing waiting";
-  return s === null || s === undefined ? "no estimate yet" : dur(s);
-}
+function renderTimes() { renderJobs(); renderByUser(); renderWorkers(); }
 
 function waitS(j, now) {
   if (!j.queued_at) return null;
@@ -297,7 +295,12 @@ function cells(tr, n) {
   return tr.cells;
 }
 
-/** Put rows in `order` (keyed by data-key) into tbody, moving nodes only when needed. */
+function setText(cell, v) {
+  const s = String(v);
+  if (cell.textContent !== s) cell.textContent = s;
+}
+
+/** Put `rows` into tbody in that order, moving nodes only when needed (focus survives). */
 function place(tbody, rows) {
   const current = Array.from(tbody.rows);
   const same = current.length === rows.length && current.every((r, i) => r === rows[i]);
@@ -318,53 +321,56 @@ function renderJobs() {
   done.sort((a, b) => (b.finished_at || 0) - (a.finished_at || 0));
   const shown = live.concat(done.slice(0, KEEP_FINISHED));
   const rows = shown.map((j) => jobRow(j, now));
-  for (const id of jobRows.keys()) if (!shown.some((j) => j.id === id)) jobRows.delete(id);
+  const ids = new Set(shown.map((j) => j.id));
+  for (const id of jobRows.keys()) if (!ids.has(id)) jobRows.delete(id);
   place($("#jobs tbody"), rows);
 }
 
+/** Columns: job, participant, state, actions, progress, position, waiting, running, worker
+ * (the actions early: on a phone they are in view without scrolling the table). */
 function jobRow(j, now) {
   let tr = jobRows.get(j.id);
   if (!tr) {
     tr = document.createElement("tr");
     tr.dataset.job = j.id;
-    const c = cells(tr, 8);
+    const c = cells(tr, 9);
     const bar = document.createElement("progress");
     bar.max = 1;
     bar.value = 0;
     bar.setAttribute("aria-label", `progress of job ${j.id}`);
-    c[6].append(bar);
-    c[7].append(
+    c[4].append(bar);
+    c[3].append(
       button("Bump", `bump job ${j.id} to the front`, () =>
-        act(`Bump ${j.id}`, "POST", `/api/admin/jobs/${encodeURIComponent(j.id)}/bump`)),
+        act(`Bump ${shortId(j.id)}`, "POST", `/api/admin/jobs/${encodeURIComponent(j.id)}/bump`)),
       button("Cancel", `cancel job ${j.id}`, () =>
-        act(`Cancel ${j.id}`, "POST", `/api/jobs/${encodeURIComponent(j.id)}/cancel`)),
+        act(`Cancel ${shortId(j.id)}`, "POST", `/api/jobs/${encodeURIComponent(j.id)}/cancel`)),
     );
     jobRows.set(j.id, tr);
   }
   const c = tr.cells;
   tr.dataset.state = j.state;
-  c[0].textContent = j.id.length > 12 ? `${j.id.slice(0, 8)}…` : j.id;
+  setText(c[0], shortId(j.id));
   c[0].title = j.id;
-  c[1].textContent = j.user;
-  c[2].textContent = j.cancel_requested && LIVE.includes(j.state) ? `${j.state} (cancelling)` : j.state;
-  c[3].textContent = j.state === "queued" && j.position ? j.position : "–";
-  c[4].textContent = dur(waitS(j, now));
-  c[5].textContent = dur(runS(j, now));
-  const bar = c[6].firstChild;
+  setText(c[1], j.user);
+  setText(c[2], j.cancel_requested && LIVE.includes(j.state) ? `${j.state} (cancelling)` : j.state);
+  setText(c[5], j.state === "queued" && j.position ? j.position : "–");
+  setText(c[6], dur(waitS(j, now)));
+  setText(c[7], dur(runS(j, now)));
+  const bar = c[4].firstChild;
   const p = j.progress;
-  const frac = j.state === "succeeded" ? 1
-    : p && p.max ? Math.min(1, p.value / p.max) : 0;
+  const frac = j.state === "succeeded" ? 1 : p && p.max ? Math.min(1, p.value / p.max) : 0;
   if (bar.value !== frac) bar.value = frac;
   bar.dataset.value = frac.toFixed(3);
+  bar.title = p && p.max ? `${p.value} / ${p.max}` : "";
+  setText(c[8], j.worker || "–");
   const live = LIVE.includes(j.state);
-  c[7].querySelectorAll("button").forEach((b) => { b.disabled = !live; });
-  c[7].firstChild.disabled = j.state !== "queued";
+  const [bump, cancel] = c[3].querySelectorAll("button");
+  bump.disabled = j.state !== "queued";
+  cancel.disabled = !live;
   return tr;
 }
 
-function renderTimes() { renderJobs(); renderByUser(); renderWorkers(); }
-
-const userRows = new Map();
+const byUserRows = new Map();
 function renderByUser() {
   const now = Date.now();
   const agg = new Map();
@@ -377,108 +383,168 @@ function renderByUser() {
       a.wait = Math.max(a.wait ?? 0, waitS(j, now) ?? 0);
     } else a.running += 1;
   }
-  for (const u of st.usage.keys()) row(u);
+  const usage = new Map(st.users.map((u) => [u.id, u.usage || {}]));
+  for (const [u, use] of usage) if (use.jobs) row(u);
   const names = Array.from(agg.keys()).sort();
   const rows = names.map((u) => {
-    let tr = userRows.get(u);
-    if (!tr) { tr = document.createElement("tr"); tr.dataset.user = u; cells(tr, 8); userRows.set(u, tr); }
-    const a = agg.get(u), use = st.usage.get(u) || {};
-    const vals = [u, a.queued, a.running, dur(a.wait), use.jobs ?? "–", use.succeeded ?? "–",
-      use.failed ?? "–", use.gpu_s !== undefined ? Number(use.gpu_s).toFixed(1) : "–"];
-    vals.forEach((v, i) => { if (tr.cells[i].textContent !== String(v)) tr.cells[i].textContent = v; });
+    let tr = byUserRows.get(u);
+    if (!tr) { tr = document.createElement("tr"); tr.dataset.user = u; cells(tr, 7); byUserRows.set(u, tr); }
+    const a = agg.get(u), use = usage.get(u) || {};
+    const vals = [u, a.queued, a.running, dur(a.wait), use.jobs_today ?? "–", use.jobs ?? "–",
+      typeof use.gpu_s === "number" ? use.gpu_s.toFixed(1) : "–"];
+    vals.forEach((v, i) => setText(tr.cells[i], v));
     return tr;
   });
   place($("#by-user tbody"), rows);
 }
 
+/** When a worker last finished a job this page knows of (else when it registered). */
+function lastBusy(w) {
+  let t = w.registered_at || null;
+  for (const j of st.jobs.values()) {
+    if (j.worker === w.id && j.finished_at && (t === null || j.finished_at > t)) t = j.finished_at;
+  }
+  return t;
+}
+
 const workerRows = new Map();
 function renderWorkers() {
+  const now = Date.now();
   const rows = st.workers.map((w) => {
     let tr = workerRows.get(w.id);
     if (!tr) {
       tr = document.createElement("tr");
       tr.dataset.worker = w.id;
-      cells(tr, 10);
-      tr.cells[9].append(button("Drain", `drain worker ${w.id}`, () => {
-        const cur = workerRows.get(w.id).dataset.draining === "1";
-        act(`${cur ? "Undrain" : "Drain"} ${w.id}`, "POST",
-          `/api/admin/workers/${encodeURIComponent(w.id)}/drain`, { drain: !cur });
+      cells(tr, 11);
+      tr.cells[10].append(button("Drain", `drain worker ${w.id}`, () => {
+        const draining = workerRows.get(w.id).dataset.draining === "1";
+        act(`${draining ? "Undrain" : "Drain"} ${w.id}`, "POST",
+          `/api/admin/workers/${encodeURIComponent(w.id)}/${draining ? "undrain" : "drain"}`);
       }));
       workerRows.set(w.id, tr);
     }
     const info = w.info || {};
-    const comfy = info.comfyui || {};
-    const up = w.comfyui_up ?? comfy.up;
-    const vram = w.vram ?? (info.vram_total_mb ? `${(info.vram_total_mb / 1024).toFixed(1)} GiB` : null);
-    const current = w.current_jobs ?? w.jobs ?? [];
-    const done = w.jobs_done ?? Array.from(st.jobs.values())
-      .filter((j) => j.worker === w.id && j.state === "succeeded").length;
-    const lost = w.lost ?? w.state === "lost";
-    const idle = current.length ? 0 : w.idle_s;
-    const price = w.hourly_eur ?? info.hourly_eur;
-    const vals = [w.id, (w.provider ?? info.provider ?? "–") + (typeof price === "number" ? ` (€${price}/h)` : ""),
-      w.gpu ?? info.gpu ?? "–", typeof vram === "number" ? `${vram} MB` : vram ?? "–",
-      up === undefined ? "–" : up ? "up" : "down", current.length ? current.join(", ") : "idle",
-      done, current.length ? "busy" : dur(idle),
-      (lost ? "lost" : w.state || "alive") + (w.draining ? ", draining" : "")];
-    vals.forEach((v, i) => { if (tr.cells[i].textContent !== String(v)) tr.cells[i].textContent = v; });
+    const health = w.status || {};
+    const lost = w.state === "lost";
+    const up = health.comfyui ? health.comfyui === "up" : info.comfyui ? info.comfyui.up : undefined;
+    const current = health.job || (w.jobs && w.jobs[0]) || null;
+    const state = lost ? "lost" : health.state || "alive";
+    const cost = st.cost.get(w.id);
+    const since = lastBusy(w);
+    const idle = !lost && state === "idle" && since ? (now - since) / 1000 : null;
+    const price = typeof info.hourly_eur === "number" ? ` (€${info.hourly_eur}/h)` : "";
+    const vals = [
+      w.id, (info.provider ?? "–") + price, info.gpu ?? "–",
+      typeof info.vram_total_mb === "number" ? `${(info.vram_total_mb / 1024).toFixed(1)} GiB` : "–",
+      up === undefined ? "–" : up ? "up" : "down",
+      current ? shortId(current) + (w.jobs && w.jobs.length > 1 ? ` (+${w.jobs.length - 1} held)` : "") : "none",
+      health.jobs_done ?? "–", state === "idle" ? dur(idle) : "–", cost ? eur(cost.eur) : "–",
+      state + (w.draining && state !== "draining" ? ", draining" : ""),
+    ];
+    vals.forEach((v, i) => setText(tr.cells[i], v));
+    tr.cells[4].title = health.comfyui_reason || "";
+    tr.cells[5].title = current || "";
     tr.dataset.draining = w.draining ? "1" : "0";
-    tr.dataset.state = lost ? "lost" : w.state || "alive";
-    const b = tr.cells[9].firstChild;
+    tr.dataset.state = state;
+    tr.dataset.comfyui = up === undefined ? "" : up ? "up" : "down";
+    tr.dataset.job = current || "";
+    tr.dataset.jobsDone = String(health.jobs_done ?? "");
+    const b = tr.cells[10].firstChild;
     b.textContent = w.draining ? "Undrain" : "Drain";
-    b.setAttribute("aria-label", `${w.draining ? "stop draining" : "drain"} worker ${w.id}`);
+    b.setAttribute("aria-label", `${w.draining ? "undrain" : "drain"} worker ${w.id}`);
     return tr;
   });
   place($("#workers tbody"), rows);
 }
 
-function renderUsers() {
-  const tbody = $("#users tbody");
-  const push = $("#push-user");
-  const chosen = push.value;
-  push.replaceChildren(new Option("every participant", ""));
-  const rows = st.users.filter((u) => u.role !== "admin").map((u) => {
-    const tr = document.createElement("tr");
+// -- participants ----------------------------------------------------------------------------
+const userRows = new Map();
+
+function limitInput(uid, key, label) {
+  const input = document.createElement("input");
+  input.type = "number";
+  input.min = key === "running" ? "1" : "0";
+  input.inputMode = "numeric";
+  input.placeholder = key === "running" ? "default" : "none";
+  input.setAttribute("aria-label", `${label} of ${uid}`);
+  input.dataset.limit = key;
+  input.addEventListener("input", () => { input.dataset.dirty = "1"; });
+  return input;
+}
+
+function userRow(u) {
+  let tr = userRows.get(u.id);
+  if (!tr) {
+    tr = document.createElement("tr");
     tr.dataset.user = u.id;
     const c = cells(tr, 6);
-    c[0].textContent = u.id;
-    c[1].textContent = u.role;
-    c[2].textContent = u.disabled ? "disabled" : "active";
-    const limit = (key, label) => {
-      const input = document.createElement("input");
-      input.type = "number";
-      input.min = "0";
-      input.inputMode = "numeric";
-      input.value = u[key] ?? "";
-      input.placeholder = "none";
-      input.setAttribute("aria-label", `${label} of ${u.id}`);
-      input.dataset.limit = key;
-      return input;
-    };
-    c[3].append(limit("max_running", "running limit"));
-    c[4].append(limit("daily_limit", "daily limit"));
+    c[3].append(limitInput(u.id, "running", "running limit"));
+    c[4].append(limitInput(u.id, "daily", "daily limit"));
     const num = (key) => {
       const v = tr.querySelector(`[data-limit=${key}]`).value.trim();
       return v === "" ? null : Number(v);
     };
     c[5].append(
-      button("Save limits", `save limits of ${u.id}`, () =>
-        act(`Limits of ${u.id}`, "PUT", `/api/admin/users/${u.id}`,
-          { max_running: num("max_running"), daily_limit: num("daily_limit") }).then(loadUsers)),
-      button("Reset password", `reset password of ${u.id}`, async () => {
-        const r = await api("POST", `/api/admin/users/${u.id}/reset-password`);
-        if (r.ok) say(`New password for ${r.data.user}: ${r.data.password}`);
-        else say(`Reset password of ${u.id} failed: ${r.error}`, true);
+      button("Save limits", `save limits of ${u.id}`, async () => {
+        const r = await act(`Limits of ${u.id}`, "PUT", `/api/admin/users/${encodeURIComponent(u.id)}/limits`,
+          { running: num("running"), daily: num("daily") });
+        if (r.ok) {
+          tr.querySelectorAll("[data-limit]").forEach((i) => { delete i.dataset.dirty; });
+          slow.soon(0);
+        }
       }),
-      button(u.disabled ? "Enable" : "Disable", `${u.disabled ? "enable" : "disable"} ${u.id}`, () =>
-        act(`${u.disabled ? "Enable" : "Disable"} ${u.id}`, "PUT", `/api/admin/users/${u.id}`,
-          { disabled: !u.disabled }).then(loadUsers)),
+      button("Reset password", `reset password of ${u.id}`, async () => {
+        const r = await api("POST", `/api/admin/users/${encodeURIComponent(u.id)}/reset-password`,
+          { password: null });
+        if (r.ok) {
+          st.issued.set(r.data.id, r.data.password);
+          say(`Password of ${r.data.id} reset; their sessions ended.`);
+          showSecret(`New password for ${r.data.id}:`, r.data.password);
+        } else say(`Reset password of ${u.id} failed: ${r.error}`, true);
+      }),
+      button("Disable", `disable ${u.id}`, async () => {
+        const off = tr.dataset.disabled === "1";
+        const r = await act(`${off ? "Enable" : "Disable"} ${u.id}`, "POST",
+          `/api/admin/users/${encodeURIComponent(u.id)}/${off ? "enable" : "disable"}`);
+        if (r.ok) { st.users = st.users.map((x) => (x.id === u.id ? r.data : x)); renderUsers(); }
+      }),
     );
-    push.append(new Option(u.id, u.id));
-    return tr;
-  });
-  tbody.replaceChildren(...rows);
-  push.value = chosen;
+    userRows.set(u.id, tr);
+  }
+  const c = tr.cells;
+  setText(c[0], u.id);
+  setText(c[1], u.role);
+  setText(c[2], u.disabled ? "disabled" : "active");
+  tr.dataset.disabled = u.disabled ? "1" : "0";
+  const limits = u.limits || {};
+  for (const input of tr.querySelectorAll("[data-limit]")) {
+    if (input.dataset.dirty || document.activeElement === input) continue;
+    const v = limits[input.dataset.limit];
+    input.value = v === null || v === undefined ? "" : String(v);
+  }
+  const toggle = c[5].querySelectorAll("button")[2];
+  toggle.textContent = u.disabled ? "Enable" : "Disable";
+  toggle.setAttribute("aria-label", `${u.disabled ? "enable" : "disable"} ${u.id}`);
+  return tr;
+}
+
+function fillUserSelect(select, users) {
+  const chosen = select.value;
+  const want = ["", ...users.map((u) => u.id)];
+  const have = Array.from(select.options).map((o) => o.value);
+  if (want.join("\n") === have.join("\n")) return;
+  select.replaceChildren(new Option("every participant", ""), ...users.map((u) => new Option(u.id, u.id)));
+  select.value = want.includes(chosen) ? chosen : "";
+}
+
+function renderUsers() {
+  const people = st.users.filter((u) => u.role !== "admin");
+  const ids = new Set(people.map((u) => u.id));
+  for (const id of userRows.keys()) if (!ids.has(id)) userRows.delete(id);
+  place($("#users tbody"), people.map(userRow));
+  const participants = people.filter((u) => u.role === "participant");
+  fillUserSelect($("#push-user"), participants);
+  fillUserSelect($("#sheet-user"), participants);
 }
 
 let modeEdited = false;
@@ -496,95 +562,84 @@ function setPaused(paused) {
   document.body.dataset.paused = paused ? "1" : "0";
 }
 
-// -- charts (inline SVG) ---------------------------------------------------------------------
-const SVG = "http://www.w3.org/2000/svg";
-function svgEl(name, attrs, text) {
-  const el = document.createElementNS(SVG, name);
-  for (const [k, v] of Object.entries(attrs)) el.setAttribute(k, v);
-  if (text !== undefined) el.textContent = text;
-  return el;
-}
-
-function charts(minutes) {
-  const W = 300, H = 100, top = 12, n = Math.max(minutes.length, 1);
-  const bw = W / n;
-  const done = $("#chart-done");
-  const maxDone = Math.max(1, ...minutes.map((m) => m.done || 0));
-  const bars = minutes.map((m, i) => {
-    const h = ((m.done || 0) / maxDone) * (H - top);
-    return svgEl("rect", { x: i * bw, y: H - h, width: Math.max(bw - 0.5, 0.5), height: h, class: "bar" },
-      undefined);
-  });
-  done.replaceChildren(svgEl("text", { x: 2, y: 10, class: "label" }, `max ${maxDone}/min`), ...bars);
-  const wait = $("#chart-wait");
-  const maxWait = Math.max(1, ...minutes.map((m) => m.wait_s_max || 0));
-  const line = (key, cls) => {
-    const pts = minutes.map((m, i) => (m[key] === null || m[key] === undefined ? null
-      : `${(i + 0.5) * bw},${H - (m[key] / maxWait) * (H - top)}`)).filter(Boolean);
-    return svgEl("polyline", { points: pts.join(" "), class: cls, fill: "none" });
-  };
-  wait.replaceChildren(svgEl("text", { x: 2, y: 10, class: "label" }, `max ${maxWait.toFixed(0)} s`),
-    line("wait_s_max", "line-max"), line("wait_s_p50", "line-p50"));
-  done.dataset.points = String(minutes.length);
-}
-
 // -- actions ---------------------------------------------------------------------------------
-async function credentialsSheet() {
-  if (!confirm("This issues FRESH passwords for every participant; their old passwords stop working. Continue?")) return;
-  say("Issuing fresh passwords…");
-  const r = await api("POST", "/api/admin/credentials", {});
-  if (!r.ok) { say(`Credentials sheet failed: ${r.error}`, true); return; }
-  const esc = (s) => String(s).replace(/[&<>"']/g, (ch) => `&#${ch.charCodeAt(0)};`);
-  const cards = r.data.users.map((u) => {
-    const url = new URL(u.url_path, location.origin).href;
-    return `<article class="card"><h2>${esc(u.user)}</h2><p>Open <strong>${esc(url)}</strong></p>` +
-      `<p>Name: <code>${esc(u.user)}</code><br>Password: <code>${esc(u.password)}</code></p></article>`;
-  }).join("\n");
-  const html = `<!doctype html><html lang="en"><head><meta charset="utf-8"><title>Workshop credentials</title>
-<style>body{font:14px system-ui,sans-serif;margin:1cm}.cards{display:grid;grid-template-columns:repeat(auto-fill,minmax(8cm,1fr));gap:.5cm}
-.card{border:1px dashed #444;padding:.4cm;break-inside:avoid}h2{margin:0 0 .2cm}code{font-size:16px}
-@media print{.noprint{display:none}body{margin:0}}</style></head><body>
-<p class="noprint">${r.data.users.length} cards. These passwords were just issued; earlier ones no longer work. <button onclick="print()">Print</button></p>
-<div class="cards">${cards}</div></body></html>`;
-  const url = URL.createObjectURL(new Blob([html], { type: "text/html" }));
+async function addUser(ev) {
+  ev.preventDefault();
+  const id = $("#add-id").value.trim();
+  const password = $("#add-password").value || null;
+  const r = await api("POST", "/api/admin/users", { id, role: $("#add-role").value, password });
+  if (!r.ok) { say(`Add ${id} failed: ${r.error}`, true); return; }
+  st.issued.set(r.data.id, r.data.password);
+  $("#add-id").value = "";
+  $("#add-password").value = "";
+  say(`Added ${r.data.role} ${r.data.id}.`);
+  showSecret(`Password for ${r.data.id}:`, r.data.password);
+  slow.soon(0);
+}
+
+/** The printable sheet in a new tab. The tab is opened within the click (no popup block),
+ * then given the queue's HTML. */
+async function credentialsSheet(ev) {
+  ev.preventDefault();
+  const user = $("#sheet-user").value;
+  const reset = $("#sheet-passwords").value === "reset";
+  const users = user ? [user] : null;
+  const body = { users, reset, passwords: null };
+  if (!reset) {
+    const want = user ? [user] : st.users.filter((u) => u.role === "participant").map((u) => u.id);
+    const known = want.filter((u) => st.issued.has(u));
+    if (!known.length) {
+      say("This page has shown no participant's password yet: choose “issue fresh ones”.", true);
+      return;
+    }
+    body.users = known;
+    body.passwords = Object.fromEntries(known.map((u) => [u, st.issued.get(u)]));
+  } else {
+    const who = user || "every participant";
+    if (!confirm(`Issue fresh passwords for ${who}? Their old passwords stop working.`)) return;
+  }
+  const tab = window.open("", "_blank");
+  say("Making the credentials sheet…");
+  const r = await api("POST", "/api/admin/credentials-sheet", body, { raw: true });
+  if (!r.ok) {
+    if (tab) tab.close();
+    say(`Credentials sheet failed: ${r.error}`, true);
+    return;
+  }
+  const url = URL.createObjectURL(new Blob([r.data], { type: "text/html" }));
+  if (tab) tab.location.href = url;
   const link = document.createElement("a");
   link.href = url;
   link.target = "_blank";
   link.id = "sheet-link";
-  link.textContent = `Open the credentials sheet (${r.data.users.length} cards)`;
+  link.textContent = "open the credentials sheet again";
   const msg = $("#action-msg");
   msg.classList.remove("error");
-  msg.replaceChildren("Fresh passwords issued. ", link);
-  window.open(url, "_blank");
+  msg.replaceChildren(reset ? "Fresh passwords issued; the sheet is in a new tab (" : "The sheet is in a new tab (",
+    link, ").");
 }
 
 async function pushWorkflow(ev) {
   ev.preventDefault();
   const file = $("#push-file").files[0];
-  if (!file) { say("Choose a workflow file first.", true); return; }
+  const pasted = $("#push-text").value.trim();
+  const name = file ? file.name : "the pasted workflow";
+  if (!file && !pasted) { say("Choose a workflow file or paste its JSON first.", true); return; }
   let workflow;
   try {
-    workflow = JSON.parse(await file.text());
+    workflow = JSON.parse(file ? await file.text() : pasted);
   } catch (err) {
-    say(`${file.name} is not JSON: ${err.message}`, true);
+    say(`${name} is not JSON: ${err.message}`, true);
     return;
   }
   if (!workflow || typeof workflow !== "object" || Array.isArray(workflow)) {
-    say(`${file.name} does not hold a workflow (a JSON object).`, true);
+    say(`${name} does not hold a workflow (a JSON object).`, true);
     return;
   }
   const user = $("#push-user").value || null;
   const r = await api("POST", "/api/admin/push-workflow", { workflow, user });
-  if (r.ok) say(`Pushed ${file.name} to ${user || "every participant"}.`);
+  if (r.ok) say(`Pushed ${name} to ${user || "every participant"}.`);
   else say(`Push failed: ${r.error}`, true);
-}
-
-async function addUser(ev) {
-  ev.preventDefault();
-  const id = $("#add-id").value.trim();
-  const r = await act(`Add ${id}`, "PUT", `/api/admin/users/${encodeURIComponent(id)}`,
-    { password: $("#add-password").value, role: $("#add-role").value });
-  if (r.ok) { $("#add-id").value = ""; $("#add-password").value = ""; await loadUsers(); }
 }
 
 // -- wiring ----------------------------------------------------------------------------------
@@ -598,10 +653,14 @@ $("#mode-apply").addEventListener("click", async () => {
 $("#pause").addEventListener("click", () =>
   act(st.paused ? "Resume" : "Pause", "POST", `/api/admin/queue/${st.paused ? "resume" : "pause"}`)
     .then((r) => { if (r.ok && r.data && "paused" in r.data) setPaused(r.data.paused); }));
-$("#credentials").addEventListener("click", credentialsSheet);
+$("#secret-hide").addEventListener("click", () => {
+  $("#secret").hidden = true;
+  $("#secret-value").textContent = "";
+});
+$("#sheet").addEventListener("submit", credentialsSheet);
 $("#push").addEventListener("submit", pushWorkflow);
 $("#add-user").addEventListener("submit", addUser);
 
-if (st.token) {
+if (session.token) {
   checkToken().then((ok) => (ok ? start() : signOut()));
 }

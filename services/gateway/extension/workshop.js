@@ -53,7 +53,23 @@ export function describe(place) {
   return parts.join(" ");
 }
 
+// One polling chain per page: a `status` message asks for a refresh now, which replaces the
+// pending timer instead of starting another chain (each would poll on forever).
+let timer = null;
+let inFlight = false;
+let again = false; // a status message came while a refresh was in flight
+
+function refreshSoon(delayMs) {
+  clearTimeout(timer);
+  timer = setTimeout(refresh, delayMs);
+}
+
 async function refresh() {
+  if (inFlight) {
+    again = true; // the running refresh looks again as soon as it ends
+    return;
+  }
+  inFlight = true;
   let place = null;
   try {
     const res = await api.fetchApi("/workshop/queue", { cache: "no-store" });
@@ -66,7 +82,9 @@ async function refresh() {
   el.textContent = text;
   el.style.display = text ? "block" : "none";
   const busy = place && place.jobs.length > 0;
-  setTimeout(refresh, busy ? BUSY_POLL_MS : IDLE_POLL_MS);
+  inFlight = false;
+  refreshSoon(again ? 0 : busy ? BUSY_POLL_MS : IDLE_POLL_MS);
+  again = false;
 }
 
 function isUiFormat(workflow) {
@@ -88,7 +106,7 @@ app.registerExtension({
   async setup() {
     api.addEventListener("workshop.push_workflow", loadPushed);
     // The queue's place changes when other participants' jobs start: ask, don't wait.
-    api.addEventListener("status", () => setTimeout(refresh, 0));
+    api.addEventListener("status", () => refreshSoon(0));
     refresh();
   },
 });

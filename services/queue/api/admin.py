@@ -7,7 +7,7 @@ import asyncio
 from fastapi import APIRouter, HTTPException, Query, status
 from pydantic import BaseModel
 
-from services.contracts import LIVE_STATES
+from services.contracts import LIVE_STATES, validate_user_id
 from services.queue.api.deps import Ctx
 from services.queue.auth import Admin, hash_password
 from services.queue.context import QueueContext
@@ -22,7 +22,6 @@ from services.queue.models import (
     WorkerTokenRequest,
     WorkerTokenResponse,
 )
-from services.queue.settings import validate_user_id
 
 router = APIRouter(prefix="/api/admin", tags=["admin"])
 
@@ -110,7 +109,8 @@ async def users(_: Admin, ctx: Ctx) -> list[UserOut]:
 async def put_user(uid: str, body: UserBody, _: Admin, ctx: Ctx) -> UserOut:
     """Create a user or reset their password and role."""
     try:
-        validate_user_id(uid)
+        if uid != "admin":  # the built-in admin (auth.py) keeps its reserved name
+            validate_user_id(uid)
     except ValueError as exc:
         raise HTTPException(status.HTTP_400_BAD_REQUEST, str(exc)) from exc
     await ctx.auth.set_user(uid, await asyncio.to_thread(hash_password, body.password), body.role)

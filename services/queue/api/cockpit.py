@@ -13,7 +13,7 @@ from fastapi import APIRouter, HTTPException, Request, status
 from fastapi.responses import HTMLResponse
 from pydantic import BaseModel
 
-from services.contracts import EVERYONE, PUSH_WORKFLOW_MAX_BYTES, Role
+from services.contracts import EVERYONE, PUSH_WORKFLOW_MAX_BYTES, Role, validate_user_id
 from services.queue.api.admin import user_out
 from services.queue.api.deps import Ctx
 from services.queue.auth import Admin, generate_password, hash_password
@@ -32,7 +32,6 @@ from services.queue.models import (
     UserOut,
     WorkerInfo,
 )
-from services.queue.settings import validate_user_id
 from services.queue.store import JobNotFound, JobNotQueued
 
 router = APIRouter(prefix="/api/admin", tags=["admin"])

@@ -78,11 +78,15 @@ async def _registered_worker_id(ctx: QueueContext, who: Principal, worker_id: st
     workers that never registered (they would live for a day)."""
     _own_worker_id(who, worker_id)
     if not await ctx.store.worker_registered(worker_id):
-        raise HTTPException(
-            status.HTTP_403_FORBIDDEN,
-            f"worker {worker_id!r} is not registered: POST /api/worker/register first",
-        )
+        raise _not_registered(worker_id)
     return worker_id
+
+
+def _not_registered(worker_id: str) -> HTTPException:
+    return HTTPException(
+        status.HTTP_403_FORBIDDEN,
+        f"worker {worker_id!r} is not registered: POST /api/worker/register first",
+    )
 
 
 @contextlib.contextmanager
@@ -143,6 +147,7 @@ async def lease(body: LeaseRequest, who: Worker, ctx: Ctx) -> Response:
     waiters = ctx.hub.waiters
     loop = asyncio.get_running_loop()
     deadline = loop.time() + min(body.wait_s, ctx.settings.lease_wait_max_s)
+    woken = False
     while True:
         # Register as a waiter before looking: a job queued in between still wakes us.
         wake = waiters.add(prefetch)
@@ -157,6 +162,11 @@ async def lease(body: LeaseRequest, who: Worker, ctx: Ctx) -> Response:
         except BaseException:
             waiters.discard(wake)
             raise
+        if claim.released:  # it left while this poll waited (its client gave up on it)
+            waiters.discard(wake)
+            if woken:
+                waiters.wake(1)  # the job that woke us is for someone else
+            raise _not_registered(worker_id)
         if claim.job is not None:
             waiters.discard(wake)
             assert claim.job.leased_at is not None
@@ -169,6 +179,7 @@ async def lease(body: LeaseRequest, who: Worker, ctx: Ctx) -> Response:
             return _lease_response(claim, ctx.settings.lease_ttl_s)
         try:
             await asyncio.wait_for(wake, remaining)
+            woken = True
         except TimeoutError:
             waiters.discard(wake)
             return _lease_response(claim, ctx.settings.lease_ttl_s)

@@ -4,7 +4,10 @@
 local worker_id, lease_ms, leases = args()
 lease_ms = tonumber(lease_ms)
 local now = now_ms()
-redis.call('ZADD', k('workers'), now, worker_id)
+-- A worker that released (left) is not alive again because a late heartbeat came in.
+if redis.call('HGET', k('worker', worker_id), 'state') ~= 'released' then
+  redis.call('ZADD', k('workers'), now, worker_id)
+end
 local lost = {}
 for _, lease in ipairs(cjson.decode(leases)) do
   local job_id = lease[1]

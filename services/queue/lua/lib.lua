@@ -156,8 +156,9 @@ local function finish(job_id, uid, old_state, new_state, retention_s, history, .
   set_state(job_id, old_state, new_state, 'finished_at', now_ms(), ...)
   if new_state ~= 'cancelled' then  -- throughput: done/failed per minute
     local tput = k('tput', math.floor(now_ms() / STATS_BUCKET_MS))
-    redis.call('HINCRBY', tput, new_state == 'succeeded' and 'done' or 'failed', 1)
-    redis.call('EXPIRE', tput, STATS_KEEP_S)
+    if redis.call('HINCRBY', tput, new_state == 'succeeded' and 'done' or 'failed', 1) == 1 then
+      redis.call('EXPIRE', tput, STATS_KEEP_S)  -- the minute's first done (or first failed)
+    end
   end
   redis.call('EXPIRE', job, retention_s)
   redis.call('EXPIRE', k('wf', job_id), retention_s)
@@ -520,6 +521,11 @@ end
 local function lease_next(worker, lease_id, lease_ms, running_limit, default_mode, maxlen,
                           prefetch, idle_ms)
   local now = now_ms()
+  -- A worker that released (left) gets nothing: a long-poll still waiting for it on some
+  -- replica must not lease a job to a worker that is gone, nor mark it alive again.
+  if redis.call('HGET', k('worker', worker), 'state') == 'released' then
+    return {{}, 'released'}
+  end
   if redis.call('SISMEMBER', k('draining'), worker) == 1 then
     redis.call('ZADD', k('workers'), now, worker)
     redis.call('ZREM', k('idle'), worker)
