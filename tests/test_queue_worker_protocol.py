@@ -21,6 +21,8 @@ from tests.queue_harness import (
     QueueHarness,
     WorkerClient,
     events,
+    queue_settings,
+    start_queue,
 )
 
 
