@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from services.cli.config import LOCAL_URL, ConfigError, resolve
+from services.contracts import WORKER_TOKEN_PREFIX
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -18,7 +19,7 @@ STACK = {
     "adminUrl": "https://workshop.example/admin/",
     "workshopUrl": "https://workshop.example/",
     "credentials": {"admin": "stack-admin-pw", "participants": {"user001": "stack-pw-1"},
-                    "workers": {"gpu1": "cqw_x"}},
+                    "workers": {"gpu1": WORKER_TOKEN_PREFIX + "x"}},
 }
 
 
