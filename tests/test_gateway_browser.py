@@ -6,6 +6,7 @@ queue, the real worker (`services.worker`) and a ComfyUI double."""
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,12 @@ pytestmark = [
     pytest.mark.timeout(180),
     pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="scripts/install-test-packages.sh"),
 ]
+
+#: What the extension's describe() says about a participant's one job (workshop.js).
+BADGE_LINE = re.compile(
+    r"Your job is running\.|Your next job is #\d+ in the shared queue \(\d+ waiting\)"
+    r"(, starts in (under a minute|about \d+ minutes?))?\."
+)
 
 READY = """() => window.app && window.graph && app.api && app.api.socket
   && app.api.socket.readyState === 1
@@ -76,7 +83,13 @@ async def test_frontend_runs_a_graph_in_chromium(
                 app.api.addEventListener(t, () => window.__seen.push(t));
               window.__titles = [];  // the frontend shows a running prompt's progress there
               new MutationObserver(() => window.__titles.push(document.title))
-                .observe(document.querySelector('title'), {childList: true}); }"""
+                .observe(document.querySelector('title'), {childList: true});
+              window.__badge = [];  // the workshop extension's place in the shared queue
+              new MutationObserver(() => {
+                const el = document.getElementById('workshop-queue');
+                const text = el ? el.textContent : null;
+                if (text !== null && window.__badge.at(-1) !== text) window.__badge.push(text);
+              }).observe(document.body, {childList: true, subtree: true, characterData: true}); }"""
         )
         # A new participant is greeted by the templates dialog: wait for it, close it as
         # they would, and wait until it is gone and the canvas is free.
@@ -97,6 +110,17 @@ async def test_frontend_runs_a_graph_in_chromium(
         assert "progress_state" in seen and "executing" in seen and "executed" in seen
         titles = await page.evaluate("() => window.__titles")
         assert any("%]" in t for t in titles), titles  # "[50%]…": progress on screen
+        # The extension's badge told the participant where their job stood (a worker is
+        # connected: its place in the shared queue, or that it runs), then hid once it ended.
+        await page.wait_for_function(
+            """() => { const el = document.getElementById('workshop-queue');
+                 return el && el.textContent === '' && el.style.display === 'none'; }""",
+            timeout=15_000,
+        )
+        badge = await page.evaluate("() => window.__badge")
+        told = [t for t in badge if BADGE_LINE.fullmatch(t)]
+        assert told, badge
+        assert not any("No GPU worker" in t for t in badge), badge
         await page.wait_for_function(
             """() => app.graph.nodes.some(n => n.type === 'SaveImage' && n.imgs
                  && n.imgs.some(i => i.src.includes('/api/view') && i.complete
