@@ -273,6 +273,9 @@ class Route:
 #: `/api/*` claims them.
 FRONTEND_ROOT_API_PATHS = ("/api/view", "/api/experiment/*")
 FRONTEND_ROOT_PATHS = ("/assets/*", "/cursor/*", "/docs/*")
+#: What browsers ask every origin for by themselves. The frontend package has no favicon, so
+#: the gateway answers 404, as ComfyUI does; routed here so it is not taken for a user id.
+BROWSER_ROOT_PATHS = ("/favicon.ico",)
 QUEUE_PATHS = ("/api/*",)
 ADMIN_PATHS = ("/admin", "/admin/*")
 #: What anything else gets (404).
@@ -285,7 +288,10 @@ USER_SPACE_RE = rf"/{USER_ID_SEGMENT}/.*"
 #: case). Derived from the path constants above, so a new root path reserves its name.
 RESERVED_SEGMENTS = frozenset(
     p.split("/")[1].lower()
-    for p in (*FRONTEND_ROOT_API_PATHS, *QUEUE_PATHS, *ADMIN_PATHS, *FRONTEND_ROOT_PATHS)
+    for p in (
+        *FRONTEND_ROOT_API_PATHS, *QUEUE_PATHS, *ADMIN_PATHS, *FRONTEND_ROOT_PATHS,
+        *BROWSER_ROOT_PATHS,
+    )
 )
 
 
@@ -315,7 +321,7 @@ def route_plan() -> tuple[Route, ...]:
         Route(FRONTEND_ROOT_API_PATHS, Upstream.GATEWAY),
         Route(QUEUE_PATHS, Upstream.QUEUE),
         Route(ADMIN_PATHS, Upstream.QUEUE),
-        Route(FRONTEND_ROOT_PATHS, Upstream.GATEWAY),
+        Route((*FRONTEND_ROOT_PATHS, *BROWSER_ROOT_PATHS), Upstream.GATEWAY),
         Route((), Upstream.REDIRECT, regexp=USER_REDIRECT_RE),
         Route((), Upstream.GATEWAY, regexp=USER_SPACE_RE),
     )

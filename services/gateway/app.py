@@ -193,6 +193,9 @@ class GatewayApp:
         except QueueUnavailable:
             await self._answer(scope, receive, send, _queue_down())
             return
+        except QueueRefused as exc:  # e.g. 429 after too many wrong passwords: say so
+            await self._answer(scope, receive, send, _refused(exc))
+            return
         if not caller.may_enter(name):
             await self._answer(
                 scope, receive, send, responses.text(f"This is {name}'s ComfyUI, not yours.", 403)
@@ -236,6 +239,9 @@ class GatewayApp:
             return
         except QueueUnavailable:
             await _queue_down()(scope, receive, send)
+            return
+        except QueueRefused as exc:
+            await _refused(exc)(scope, receive, send)
             return
         name = caller.user
         if caller.is_admin:  # the admin acts in the space the page came from
@@ -291,6 +297,12 @@ def _unauthorized(space: str, reason: str) -> Response:
     response.headers["WWW-Authenticate"] = f'Basic realm="ComfyUI ({space})", charset="UTF-8"'
     response.headers["X-Reason"] = reason
     return response
+
+
+def _refused(exc: QueueRefused) -> Response:
+    """The queue refused a sign-in for a reason other than the password (too many attempts:
+    429): its reason and status, never a 500."""
+    return responses.text(exc.detail, exc.status if 400 <= exc.status < 500 else 502)
 
 
 def _queue_down() -> Response:

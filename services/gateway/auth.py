@@ -12,6 +12,7 @@ no Basic credentials.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import hashlib
@@ -53,6 +54,7 @@ class Authenticator:
         self.queue = queue
         self.cache_s = cache_s
         self._cache: dict[bytes, tuple[Caller, float]] = {}
+        self._signing_in: dict[bytes, asyncio.Future[Caller]] = {}
 
     def _cached(self, key: bytes) -> Caller | None:
         hit = self._cache.get(key)
@@ -98,6 +100,15 @@ class Authenticator:
         cached = self._cached(key)
         if cached is not None:
             return cached
+        # Requests that arrive together with credentials not cached yet share one check.
+        pending = self._signing_in.get(key)
+        if pending is None:
+            pending = asyncio.ensure_future(self._sign_in(key, credentials, forwarded_for))
+            self._signing_in[key] = pending
+            pending.add_done_callback(lambda _: self._signing_in.pop(key, None))
+        return await asyncio.shield(pending)
+
+    async def _sign_in(self, key: bytes, credentials: str, forwarded_for: str) -> Caller:
         try:
             username, sep, password = (
                 base64.b64decode(credentials, validate=True).decode().partition(":")

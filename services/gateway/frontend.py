@@ -100,7 +100,9 @@ class Frontend:
 
     # -- precompression ---------------------------------------------------------------------
     def _gz_path(self, name: str) -> Path:
-        return self.cache_dir / (name + ".gz")
+        """Named by the file's ETag (its name, size and mtime) too: a file changed under the
+        same frontend version (our own extension, after a deploy) is compressed anew."""
+        return self.cache_dir / f"{name}.{self.files[name].etag.strip(chr(34))}.gz"
 
     def precompress(self) -> int:
         """gzip every compressible file once (kept across restarts); returns how many were

@@ -116,11 +116,12 @@ def test_route_plan_order_and_frontend_root_paths():
 
 
 def test_reserved_segments_come_from_the_plan():
-    assert {"api", "admin", "assets", "cursor", "docs"} == RESERVED_SEGMENTS
-    # Each reserved name really is routed elsewhere, so no participant could live there.
+    assert {"api", "admin", "assets", "cursor", "docs", "favicon.ico"} == RESERVED_SEGMENTS
+    # Each reserved name really is routed elsewhere, so no participant could live there:
+    # its folder (`/api/x`) or, for a file the browser asks for, the name itself.
     for name in RESERVED_SEGMENTS:
-        route = route_for(f"/{name}/x", route_plan())
-        assert route is not None and route.regexp is None, name
+        routes = [route_for(p, route_plan()) for p in (f"/{name}/x", f"/{name}")]
+        assert any(r is not None and r.regexp is None for r in routes), name
 
 
 @pytest.mark.parametrize("uid", ["user001", "a.b-c_d", "User-7", "x" * 64, "a..b", ".hidden"])
