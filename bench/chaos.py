@@ -32,7 +32,6 @@ import argparse
 import asyncio
 import contextlib
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -48,8 +47,8 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.queue import ADMIN_PASSWORD, OUTPUTS, TOKEN_SECRET, sd15_workflow  # noqa: E402
-from services.contracts import WORKER_TOKEN_PREFIX, JobState, Role  # noqa: E402
+from bench.queue import ADMIN_PASSWORD, OUTPUTS, queue_env, sd15_workflow  # noqa: E402
+from services.contracts import WORKER_TOKEN_PREFIX, JobState  # noqa: E402
 from services.local_redis import LocalRedis, free_port  # noqa: E402
 
 
@@ -232,21 +231,10 @@ def make_fleet(tmp: Path, n_workers: int, users: list[str], work_s: float) -> Fl
     redis = LocalRedis(data_dir=tmp / "redis", appendonly=True, appendfsync="always").start()
     one_hash = hash_password("chaos-password")
     tokens = {f"cw{i}": f"{WORKER_TOKEN_PREFIX}chaos-token-{i}" for i in range(2 * n_workers)}
-    env = {
-        **os.environ,
-        "QUEUE_REDIS_URL": redis.url,
-        "QUEUE_TOKEN_SECRET": TOKEN_SECRET,
-        "QUEUE_ADMIN_PASSWORD": ADMIN_PASSWORD,
-        "QUEUE_USERS": json.dumps(
-            {u: {"password_hash": one_hash, "role": Role.PARTICIPANT} for u in users}
-        ),
-        "QUEUE_WORKER_TOKENS": json.dumps(tokens),
-        "QUEUE_MAX_QUEUED_PER_USER": "100000",
-        "QUEUE_MAX_RUNNING_PER_USER": "1000",
-        "QUEUE_HISTORY_PER_USER": "101000",
-        "QUEUE_LEASE_TTL_S": str(LEASE_TTL_S),
-        "QUEUE_REAP_INTERVAL_S": str(REAP_INTERVAL_S),
-    }
+    env = queue_env(
+        redis.url, users, one_hash, tokens,
+        QUEUE_LEASE_TTL_S=str(LEASE_TTL_S), QUEUE_REAP_INTERVAL_S=str(REAP_INTERVAL_S),
+    )
     return Fleet(tmp, redis, free_port(), env, work_s, tokens)
 
 

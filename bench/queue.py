@@ -173,6 +173,27 @@ class Services:
         self.tmp.cleanup()
 
 
+def queue_env(
+    redis_url: str, users: list[str], password_hash: str, workers: dict[str, str], **extra: str
+) -> dict[str, str]:
+    """The environment of a benchmark's queue process: every user with one password hash,
+    limits far above any load (the benchmarks measure the queue, not its limits)."""
+    return {
+        **os.environ,
+        "QUEUE_REDIS_URL": redis_url,
+        "QUEUE_TOKEN_SECRET": TOKEN_SECRET,
+        "QUEUE_ADMIN_PASSWORD": ADMIN_PASSWORD,
+        "QUEUE_USERS": json.dumps(
+            {u: {"password_hash": password_hash, "role": Role.PARTICIPANT} for u in users}
+        ),
+        "QUEUE_WORKER_TOKENS": json.dumps(workers),
+        "QUEUE_MAX_QUEUED_PER_USER": "100000",
+        "QUEUE_MAX_RUNNING_PER_USER": "1000",
+        "QUEUE_HISTORY_PER_USER": "101000",
+        **extra,
+    }
+
+
 def start_services(
     replicas: int,
     n_users: int,
@@ -193,20 +214,7 @@ def start_services(
     users = {f"bench-u{i}": "bench-password" for i in range(n_users)}
     users |= {f"bench-p{i}": "bench-password" for i in range(burst_users)}
     workers = {f"bw{i}": f"{WORKER_TOKEN_PREFIX}bench-token-{i}" for i in range(n_workers)}
-    env = {
-        **os.environ,
-        "QUEUE_REDIS_URL": server.url,
-        "QUEUE_TOKEN_SECRET": TOKEN_SECRET,
-        "QUEUE_ADMIN_PASSWORD": ADMIN_PASSWORD,
-        "QUEUE_USERS": json.dumps(
-            {u: {"password_hash": one_hash, "role": Role.PARTICIPANT} for u in users}
-        ),
-        "QUEUE_WORKER_TOKENS": json.dumps(workers),
-        "QUEUE_MAX_QUEUED_PER_USER": "100000",
-        "QUEUE_MAX_RUNNING_PER_USER": "1000",
-        "QUEUE_HISTORY_PER_USER": "101000",
-        "QUEUE_LEASE_TTL_S": "60",
-    }
+    env = queue_env(server.url, list(users), one_hash, workers, QUEUE_LEASE_TTL_S="60")
     procs, urls = [], []
     for _ in range(replicas):
         port = free_port()

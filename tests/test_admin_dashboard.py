@@ -298,6 +298,14 @@ async def test_pause_bump_and_drain_from_the_page(cockpit: Cockpit) -> None:
     await page.context.close()
 
 
+async def add_participant(page: Any, uid: str) -> str | None:
+    """Add `uid` from the page's form; the generated password the page shows once."""
+    await page.fill("#add-id", uid)
+    await page.get_by_role("button", name="Add participant").click()
+    await page.wait_for_selector("#secret:not([hidden])", timeout=UI_TIMEOUT_MS)
+    return await page.text_content("#secret-value")
+
+
 async def me_status(cockpit: Cockpit, user: str, password: str) -> int:
     async with httpx.AsyncClient(
         base_url=cockpit.stack.queue.base_url, auth=(user, password), timeout=30
@@ -308,10 +316,7 @@ async def me_status(cockpit: Cockpit, user: str, password: str) -> int:
 async def test_participant_actions_from_the_page(cockpit: Cockpit) -> None:
     page = await cockpit.signed_in()
     uid = "user021"
-    await page.fill("#add-id", uid)
-    await page.get_by_role("button", name="Add participant").click()
-    await page.wait_for_selector("#secret:not([hidden])", timeout=UI_TIMEOUT_MS)
-    generated = await page.text_content("#secret-value")
+    generated = await add_participant(page, uid)
     assert generated and len(generated) >= 8
     assert await me_status(cockpit, uid, generated) == 200
     row = f"#users tr[data-user='{uid}']"
@@ -388,10 +393,7 @@ async def sheet_cards(sheet: Any) -> dict[str, tuple[str, str]]:
 async def test_credentials_sheet_opens_in_a_new_tab(cockpit: Cockpit) -> None:
     page = await cockpit.signed_in()
     uid = "user022"
-    await page.fill("#add-id", uid)
-    await page.get_by_role("button", name="Add participant").click()
-    await page.wait_for_selector("#secret:not([hidden])", timeout=UI_TIMEOUT_MS)
-    shown = await page.text_content("#secret-value")
+    shown = await add_participant(page, uid)
     await page.wait_for_selector(
         f"#sheet-user option[value='{uid}']", state="attached", timeout=UI_TIMEOUT_MS
     )
