@@ -515,7 +515,11 @@ async def test_clearing_or_deleting_history_leaves_the_others_history(
         prompt_id = await _run(one, s, "user001", "history-one")
         before = (await one.get("/user001/history")).json()
         assert prompt_id in before
-        for body in ({"delete": [prompt_id]}, {"clear": True}, {"clear": True, "delete": [prompt_id]}):
+        for body in (
+            {"delete": [prompt_id]},
+            {"clear": True},
+            {"clear": True, "delete": [prompt_id]},
+        ):
             r = await two.post("/user002/history", json=body)
             assert r.status_code == 200 and r.content == b"", (body, r.status_code, r.text)
             assert (await one.get("/user001/history")).json() == before, body
@@ -564,10 +568,14 @@ async def test_a_mask_cannot_reference_the_others_upload(stack: tuple[Stack, Any
             with Image.open(io.BytesIO(stored.content)) as img:
                 assert img.convert("RGBA").getpixel((0, 0)) == (0, 0, 255, 128)
         assert (
-            await two.get("/user002/view", params={"filename": "masked-secret.png", "type": "input"})
+            await two.get(
+                "/user002/view", params={"filename": "masked-secret.png", "type": "input"}
+            )
         ).status_code == 404
         assert "masked-secret.png" not in (await two.get("/user002/internal/files/input")).json()
-        r = await one.get("/user001/view", params={"filename": "masked-secret.png", "type": "input"})
+        r = await one.get(
+            "/user001/view", params={"filename": "masked-secret.png", "type": "input"}
+        )
         assert r.status_code == 200 and r.content == original
         assert "mask-of-two.png" not in (await one.get("/user001/internal/files/input")).json()
     finally:
@@ -588,12 +596,18 @@ async def test_userdata_list_and_move_see_only_ones_own(stack: tuple[Stack, Any]
         assert (r.status_code, r.text) == (404, "Requested path not found")
         r = await two.get("/user002/v2/userdata")
         assert r.status_code == 200 and "private.json" not in r.text, r.text
-        assert "workflows/private.json" in (await one.get("/user001/v2/userdata?path=workflows")).text
-        r = await two.get("/user002/v2/userdata", params={"path": "../../user001/userdata/workflows"})
+        assert (
+            "workflows/private.json" in (await one.get("/user001/v2/userdata?path=workflows")).text
+        )
+        r = await two.get(
+            "/user002/v2/userdata", params={"path": "../../user001/userdata/workflows"}
+        )
         assert (r.status_code, r.text) == (400, "Invalid path requested")
 
         # Moving: user001's file is not user002's to move, nor a target to overwrite.
-        r = await two.post("/user002/userdata/workflows%2Fprivate.json/move/workflows%2Fstolen.json")
+        r = await two.post(
+            "/user002/userdata/workflows%2Fprivate.json/move/workflows%2Fstolen.json"
+        )
         assert r.status_code == 404
         r = await two.post(
             "/user002/userdata/..%2F..%2Fuser001%2Fuserdata%2Fworkflows%2Fprivate.json"
@@ -611,7 +625,9 @@ async def test_userdata_list_and_move_see_only_ones_own(stack: tuple[Stack, Any]
         # A move inside user002's space works (the route is not simply shut).
         r = await two.post("/user002/userdata/workflows%2Fmine.json/move/workflows%2Fprivate.json")
         assert r.status_code == 200 and r.json() == "workflows/private.json"
-        assert (await two.get("/user002/userdata/workflows%2Fprivate.json")).content == b"overwritten"
+        assert (
+            await two.get("/user002/userdata/workflows%2Fprivate.json")
+        ).content == b"overwritten"
 
         r = await one.get("/user001/userdata/workflows%2Fprivate.json")
         assert r.status_code == 200 and r.content == secret
