@@ -430,3 +430,243 @@ async def test_a_reset_or_disabled_participant_is_signed_out_at_once(
             assert r.headers["WWW-Authenticate"].startswith(f'Basic realm="ComfyUI ({uid})"')
         await person.aclose()
     await admin.aclose()
+
+
+# -- what one participant's requests cannot do to the other's things --------------------------
+async def _job(s: Stack, job_id: str) -> dict[str, Any]:
+    admin = await s.queue.client("admin")
+    try:
+        r = await admin.get(f"/api/jobs/{job_id}")
+        assert r.status_code == 200, r.text
+        return r.json()  # type: ignore[no-any-return]
+    finally:
+        await admin.aclose()
+
+
+async def test_deleting_or_clearing_the_queue_leaves_the_others_jobs(
+    stack: tuple[Stack, Any],
+) -> None:
+    """`POST /queue` `delete` naming user001's waiting job and `clear` by user002: 200 as
+    ComfyUI answers for ids it does not hold, user002's own waiting jobs go, user001's job
+    waits on, uncancelled, and runs once the queue is resumed."""
+    s, _ = stack
+    one, two = s.client("user001"), s.client("user002")
+    admin = await s.queue.client("admin")
+    ws = await _socket(s, "user001", "queued-one")
+    paused = False
+    try:
+        assert (await admin.post("/api/admin/queue/pause")).json() == {"paused": True}
+        paused = True
+
+        async def submit(c: httpx.AsyncClient, user: str, color: int) -> str:
+            graph = json.loads(json.dumps(GRAPH))
+            graph["1"]["inputs"]["color"] = color
+            r = await c.post(f"/{user}/prompt", json={"prompt": graph, "client_id": "queued-one"})
+            assert r.status_code == 200, r.text
+            return str(r.json()["prompt_id"])
+
+        mine = await submit(one, "user001", 4101)
+        theirs_a = await submit(two, "user002", 4102)
+        theirs_b = await submit(two, "user002", 4103)
+        queue_one = (await one.get("/user001/queue")).json()
+        assert [e[1] for e in queue_one["queue_pending"]] == [mine]
+
+        r = await two.post("/user002/queue", json={"delete": [mine, theirs_a]})
+        assert r.status_code == 200 and r.content == b""
+        assert [e[1] for e in (await two.get("/user002/queue")).json()["queue_pending"]] == [
+            theirs_b
+        ]  # user002's own named job went: the route works, it only skipped user001's
+        assert (await one.get("/user001/queue")).json() == queue_one
+        record = await _job(s, mine)
+        assert record["state"] == "queued" and record["cancel_requested"] is False
+
+        r = await two.post("/user002/queue", json={"clear": True})
+        assert r.status_code == 200 and r.content == b""
+        assert (await two.get("/user002/queue")).json() == {
+            "queue_running": [],
+            "queue_pending": [],
+        }
+        assert (await one.get("/user001/queue")).json() == queue_one
+        record = await _job(s, mine)
+        assert record["state"] == "queued" and record["cancel_requested"] is False
+        assert (await _job(s, theirs_a))["state"] == "cancelled"
+        assert (await _job(s, theirs_b))["state"] == "cancelled"
+
+        assert (await admin.post("/api/admin/queue/resume")).json() == {"paused": False}
+        paused = False
+        await _until(ws, _ended(mine))
+        entry = (await one.get(f"/user001/history/{mine}")).json()[mine]
+        assert entry["status"]["status_str"] == "success"
+    finally:
+        if paused:
+            await admin.post("/api/admin/queue/resume")
+        await ws.close()
+        await admin.aclose()
+        await one.aclose()
+        await two.aclose()
+
+
+async def test_clearing_or_deleting_history_leaves_the_others_history(
+    stack: tuple[Stack, Any],
+) -> None:
+    s, _ = stack
+    one, two = s.client("user001"), s.client("user002")
+    try:
+        prompt_id = await _run(one, s, "user001", "history-one")
+        before = (await one.get("/user001/history")).json()
+        assert prompt_id in before
+        for body in (
+            {"delete": [prompt_id]},
+            {"clear": True},
+            {"clear": True, "delete": [prompt_id]},
+        ):
+            r = await two.post("/user002/history", json=body)
+            assert r.status_code == 200 and r.content == b"", (body, r.status_code, r.text)
+            assert (await one.get("/user001/history")).json() == before, body
+            assert (await one.get(f"/user001/history/{prompt_id}")).json() == {
+                prompt_id: before[prompt_id]
+            }
+            assert (await _job(s, prompt_id))["state"] == "succeeded"
+        # user001's own delete does remove it: what user002 asked for was refused, not slow.
+        assert (await one.post("/user001/history", json={"delete": [prompt_id]})).status_code == 200
+        assert prompt_id not in (await one.get("/user001/history")).json()
+    finally:
+        await one.aclose()
+        await two.aclose()
+
+
+async def test_a_mask_cannot_reference_the_others_upload(stack: tuple[Stack, Any]) -> None:
+    """`/upload/mask` with `original_ref` naming user001's input: resolved in user002's own
+    files only, where there is no such file, so (as ComfyUI when the original is gone) the
+    mask is stored as uploaded; none of user001's pixels reach user002."""
+    s, _ = stack
+    one, two = s.client("user001"), s.client("user002")
+    try:
+        original = _png((200, 0, 0))
+        r = await one.post(
+            "/user001/upload/image", files={"image": ("masked-secret.png", original, "image/png")}
+        )
+        assert r.status_code == 200 and r.json()["name"] == "masked-secret.png"
+        buffer = io.BytesIO()
+        Image.new("RGBA", (8, 8), (0, 0, 255, 128)).save(buffer, "PNG")
+        mask = buffer.getvalue()
+        for ref in (
+            {"filename": "masked-secret.png", "subfolder": "", "type": "input"},
+            {"filename": "masked-secret.png [input]", "subfolder": ""},
+        ):
+            r = await two.post(
+                "/user002/upload/mask",
+                files={"image": ("mask-of-two.png", mask, "image/png")},
+                data={"original_ref": json.dumps(ref), "overwrite": "true"},
+            )
+            assert r.status_code == 200, r.text
+            assert r.json() == {"name": "mask-of-two.png", "subfolder": "", "type": "input"}
+            stored = await two.get(
+                "/user002/view", params={"filename": "mask-of-two.png", "type": "input"}
+            )
+            assert stored.status_code == 200 and stored.content == mask, ref
+            with Image.open(io.BytesIO(stored.content)) as img:
+                assert img.convert("RGBA").getpixel((0, 0)) == (0, 0, 255, 128)
+        assert (
+            await two.get(
+                "/user002/view", params={"filename": "masked-secret.png", "type": "input"}
+            )
+        ).status_code == 404
+        assert "masked-secret.png" not in (await two.get("/user002/internal/files/input")).json()
+        r = await one.get(
+            "/user001/view", params={"filename": "masked-secret.png", "type": "input"}
+        )
+        assert r.status_code == 200 and r.content == original
+        assert "mask-of-two.png" not in (await one.get("/user001/internal/files/input")).json()
+    finally:
+        await one.aclose()
+        await two.aclose()
+
+
+async def test_userdata_list_and_move_see_only_ones_own(stack: tuple[Stack, Any]) -> None:
+    s, _ = stack
+    one, two = s.client("user001"), s.client("user002")
+    secret = b'{"nodes": ["private"]}'
+    try:
+        assert (
+            await one.post("/user001/userdata/workflows%2Fprivate.json", content=secret)
+        ).status_code == 200
+        # Listing: user002 has no workflows folder; the root listing names none of user001's.
+        r = await two.get("/user002/v2/userdata", params={"path": "workflows"})
+        assert (r.status_code, r.text) == (404, "Requested path not found")
+        r = await two.get("/user002/v2/userdata")
+        assert r.status_code == 200 and "private.json" not in r.text, r.text
+        assert (
+            "workflows/private.json" in (await one.get("/user001/v2/userdata?path=workflows")).text
+        )
+        r = await two.get(
+            "/user002/v2/userdata", params={"path": "../../user001/userdata/workflows"}
+        )
+        assert (r.status_code, r.text) == (400, "Invalid path requested")
+
+        # Moving: user001's file is not user002's to move, nor a target to overwrite.
+        r = await two.post(
+            "/user002/userdata/workflows%2Fprivate.json/move/workflows%2Fstolen.json"
+        )
+        assert r.status_code == 404
+        r = await two.post(
+            "/user002/userdata/..%2F..%2Fuser001%2Fuserdata%2Fworkflows%2Fprivate.json"
+            "/move/workflows%2Fstolen.json"
+        )
+        assert r.status_code == 403
+        assert (
+            await two.post("/user002/userdata/workflows%2Fmine.json", content=b"overwritten")
+        ).status_code == 200
+        r = await two.post(
+            "/user002/userdata/workflows%2Fmine.json"
+            "/move/..%2F..%2Fuser001%2Fuserdata%2Fworkflows%2Fprivate.json"
+        )
+        assert r.status_code == 403
+        # A move inside user002's space works (the route is not simply shut).
+        r = await two.post("/user002/userdata/workflows%2Fmine.json/move/workflows%2Fprivate.json")
+        assert r.status_code == 200 and r.json() == "workflows/private.json"
+        assert (
+            await two.get("/user002/userdata/workflows%2Fprivate.json")
+        ).content == b"overwritten"
+
+        r = await one.get("/user001/userdata/workflows%2Fprivate.json")
+        assert r.status_code == 200 and r.content == secret
+        assert (await one.get("/user001/userdata/workflows%2Fstolen.json")).status_code == 404
+        assert (await one.get("/user001/userdata/workflows%2Fmine.json")).status_code == 404
+        assert (await two.get("/user002/userdata/workflows%2Fstolen.json")).status_code == 404
+        assert (await two.delete("/user002/userdata/workflows%2Fprivate.json")).status_code == 204
+    finally:
+        await one.aclose()
+        await two.aclose()
+
+
+async def test_root_view_with_the_others_cookie_finds_nothing(stack: tuple[Stack, Any]) -> None:
+    """`/api/view` at the root reads the space of the participant the session cookie names."""
+    s, _ = stack
+    one, two = s.client("user001"), s.client("user002")
+    cookie_clients: list[httpx.AsyncClient] = []
+    try:
+        picture = _png((1, 2, 3))
+        r = await one.post(
+            "/user001/upload/image", files={"image": ("root-secret.png", picture, "image/png")}
+        )
+        assert r.status_code == 200 and r.json()["name"] == "root-secret.png"
+        for c, user in ((one, "user001"), (two, "user002")):
+            assert (await c.get(f"/{user}/")).status_code == 200
+        cookies = {u: c.cookies["comfy_workshop"] for u, c in (("user001", one), ("user002", two))}
+        assert cookies["user001"] != cookies["user002"]
+        query = {"filename": "root-secret.png", "type": "input"}
+        for user, status in (("user002", 404), ("user001", 200)):
+            c = httpx.AsyncClient(base_url=s.gateway_url, cookies={"comfy_workshop": cookies[user]})
+            cookie_clients.append(c)
+            r = await c.get("/api/view", params=query)
+            assert r.status_code == status, (user, r.status_code)
+            if status == 200:
+                assert r.content == picture
+            else:
+                assert r.content == b""
+            r = await c.get("/api/view", params={**query, "filename": "root-secret.png [input]"})
+            assert r.status_code == status, (user, r.status_code)
+    finally:
+        for c in (one, two, *cookie_clients):
+            await c.aclose()
