@@ -341,6 +341,17 @@ async def wait_ready(http: httpx.AsyncClient, pairs: list[Pair], timeout_s: floa
             await asyncio.sleep(0.05)  # state in other processes, looked at every 50 ms
 
 
+async def wait_catalog(http: httpx.AsyncClient, timeout_s: float) -> dict[str, Any]:
+    """The pool's node catalogue once it offers a checkpoint: a worker registers with ComfyUI
+    up first and sends its catalogue right after, so the two are not at once."""
+    async with asyncio.timeout(timeout_s):
+        while True:
+            r = await http.get("/api/catalog")
+            if r.status_code == 200 and checkpoints(r.json()):
+                return dict(r.json())
+            await asyncio.sleep(0.05)  # the catalogue arrives from another process
+
+
 @dataclass
 class Client:
     """The bench's view of the queue: admin HTTP, participants' tokens, the event stream."""
@@ -389,7 +400,7 @@ async def measure(client: Client, svc: Services, n: int, cfg: Config) -> dict[st
     sampler.start()
     try:
         await wait_ready(client.http, pairs, cfg.ready_timeout_s)
-        catalog = (await client.http.get("/api/catalog")).json()
+        catalog = await wait_catalog(client.http, cfg.ready_timeout_s)
         users = list(client.tokens)
         per_image_s = 600 if not cfg.dry_run else 30
         # Cold: one job per worker, all idle in a long-poll (the queue wakes idle ones first).
