@@ -770,16 +770,11 @@ class JobStore:
         """{uid: {"jobs_today", "jobs", "gpu_s"}}: submits today (UTC) and in all, and GPU
         seconds of their ended jobs (as their workers measured)."""
         day = await self._now_ms() // 86_400_000
-        jobs = await self.redis.hgetall(self.key("ujobcount"))
-        gpu = await self.redis.hgetall(self.key("ugpums"))
+        totals = await self.usage_totals()
         keys = [self.key("daily", u, str(day)) for u in uids]
         today = await self.redis.mget(keys) if keys else []
         return {
-            uid: {
-                "jobs_today": int(t or 0),
-                "jobs": int(jobs.get(uid.encode(), 0)),
-                "gpu_s": int(gpu.get(uid.encode(), 0)) / 1000,
-            }
+            uid: {"jobs_today": int(t or 0), **totals.get(uid, {"jobs": 0, "gpu_s": 0.0})}
             for uid, t in zip(uids, today, strict=True)
         }
 
@@ -800,7 +795,7 @@ class JobStore:
 
     async def usage_totals(self) -> dict[str, dict[str, float]]:
         """{uid: {"jobs", "gpu_s"}} for every user who submitted: jobs submitted in all and
-        GPU seconds of their ended jobs (the counters GET users reads)."""
+        GPU seconds of their ended jobs (the counters GET users reads too)."""
         jobs = await self.redis.hgetall(self.key("ujobcount"))
         gpu = await self.redis.hgetall(self.key("ugpums"))
         return {
